@@ -1,0 +1,1 @@
+"""Throughput and latency measurements; each ``bench_*.py`` module prints a one-line summary."""

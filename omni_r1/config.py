@@ -1,0 +1,252 @@
+"""Typed configuration: one pydantic model per section of params.yaml.
+
+params.yaml is the only home of default values. The models here declare types and
+constraints but no defaults, so a key missing from params.yaml is an error, and
+``extra="forbid"`` makes an unknown or misspelt key an error that names its path.
+
+Overlays (for example ``params/paper.yaml``) hold only the keys that differ and are
+merged on top of params.yaml, key by key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+RGB = tuple[int, int, int]
+
+
+class Section(BaseModel):
+    """Base of every params.yaml section: strict keys, immutable values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunConfig(Section):
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+
+
+class TrackingConfig(Section):
+    experiment: str
+    tracking_uri: str
+    registered_model: str
+    champion_alias: str
+    log_system_metrics: bool
+
+
+class TrajectoryConfig(Section):
+    coordinate_decimals: Annotated[int, Field(ge=1, le=6)]
+    max_label_chars: PositiveInt
+
+
+class ExecutorConfig(Section):
+    resolution: PositiveInt
+    resample: Literal["nearest", "bilinear", "bicubic", "lanczos"]
+    box_color: RGB
+    mark_color: RGB
+    line_color: RGB
+    line_width: PositiveInt
+    mark_radius: PositiveInt
+    label_color: RGB
+    wall_color: RGB
+    floor_color: RGB
+    agent_color: RGB
+    goal_color: RGB
+
+
+class GalleryConfig(Section):
+    examples: PositiveInt
+    out_dir: str
+    metrics_path: str
+
+
+class TinyModelConfig(Section):
+    """Shape of the tiny Chameleon trained from scratch (same vocabulary layout as Anole)."""
+
+    hidden_size: PositiveInt
+    num_hidden_layers: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
+    intermediate_size: PositiveInt
+    max_position_embeddings: PositiveInt
+    image_size: PositiveInt
+    vq_base_channels: PositiveInt
+    vq_channel_multiplier: list[PositiveInt]
+    vq_num_res_blocks: PositiveInt
+    vq_latent_channels: PositiveInt
+    num_codes: PositiveInt
+    embed_dim: PositiveInt
+    text_vocab_size: PositiveInt
+
+
+class ModelConfig(Section):
+    source: Literal["tiny", "pretrained"]
+    pretrained_id: str
+    local_dir: str
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    vq_decoder_path: str | None
+    tiny: TinyModelConfig
+
+
+class TokenizerConfig(Section):
+    """Training of the tiny model's tokenizers: BPE for text, VQ autoencoder for images."""
+
+    bpe_min_frequency: PositiveInt
+    vq_steps: PositiveInt
+    vq_batch_size: PositiveInt
+    vq_lr: Annotated[float, Field(gt=0.0)]
+    commitment_beta: Annotated[float, Field(ge=0.0)]
+    restart_every: PositiveInt
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    max_images: PositiveInt
+    psnr_samples: PositiveInt
+    sample_grid: PositiveInt
+    metrics_path: str
+    datasets: list[str]
+
+
+class SyntheticDataConfig(Section):
+    train_per_task: PositiveInt
+    perpo_per_task: PositiveInt
+    omnibench_per_slice: PositiveInt
+    scene_distractors: PositiveInt
+    scene_target_fraction: Annotated[float, Field(gt=0.0, lt=0.5)]
+    chart_bars: Annotated[int, Field(ge=2, le=8)]
+    chart_max_value: Annotated[int, Field(ge=2, le=20)]
+    geometry_max_side: Annotated[int, Field(ge=8)]
+    grid_size: Annotated[int, Field(ge=3, le=16)]
+    grid_wall_fraction: Annotated[float, Field(ge=0.0, le=0.5)]
+    grid_max_moves: Annotated[int, Field(ge=1)]
+
+
+class PerpoMixConfig(Section):
+    zebra_cot_fraction: Probability
+    arxivqa: Annotated[int, Field(ge=0)]
+    geometry3k: Annotated[int, Field(ge=0)]
+
+
+class DataConfig(Section):
+    sources: list[str]
+    local_paths: dict[str, str]
+    prepared_dir: str
+    encoded_dir: str
+    metrics_dir: str
+    shard_size: PositiveInt
+    on_bad_record: Literal["error", "skip"]
+    synthetic: SyntheticDataConfig
+    perpo_mix: PerpoMixConfig
+    omnibench: dict[str, dict[str, Annotated[int, Field(ge=0)]]]
+
+
+class StorageConfig(Section):
+    """S3-compatible object storage for checkpoints (``s3_uri`` empty = off)."""
+
+    s3_uri: str
+    endpoint_url: str
+    multipart_threshold_mb: PositiveInt
+    multipart_chunk_mb: Annotated[int, Field(ge=5)]
+    max_retries: Annotated[int, Field(ge=0)]
+    backoff_seconds: Annotated[float, Field(ge=0.0)]
+
+
+class Config(Section):
+    """The whole of params.yaml."""
+
+    run: RunConfig
+    tracking: TrackingConfig
+    storage: StorageConfig
+    trajectory: TrajectoryConfig
+    executor: ExecutorConfig
+    gallery: GalleryConfig
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    data: DataConfig
+
+
+class ConfigError(ValueError):
+    """A params file that does not validate; the message names file and key path."""
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``overlay`` merged in, recursing into nested mappings."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: file not found") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid key(s)"]
+    for item in err.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {path}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"  {path}: missing key")
+        else:
+            lines.append(f"  {path}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate(data: Mapping[str, Any], source: str = "params") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from err
+
+
+def load_config(
+    params: Path | str = DEFAULT_PARAMS, overlays: tuple[Path | str, ...] = ()
+) -> Config:
+    """Read params.yaml, merge overlays in order, and validate the result."""
+    paths = [Path(params), *(Path(p) for p in overlays)]
+    data: dict[str, Any] = {}
+    for path in paths:
+        data = deep_merge(data, read_yaml(path))
+    return validate(data, source=" + ".join(str(p) for p in paths))
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``("a.b.c", value)`` for every leaf of a nested mapping."""
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, prefix=f"{path}.")
+        else:
+            yield path, value
+
+
+def dvc_set_params(overlay: Path | str) -> list[str]:
+    """The ``-S key=value`` arguments that apply an overlay as a DVC experiment."""
+    overlay_data = read_yaml(Path(overlay))
+    args: list[str] = []
+    for key, value in flatten(overlay_data):
+        args += ["-S", f"{key}={json.dumps(value)}"]
+    return args

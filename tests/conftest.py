@@ -1,0 +1,35 @@
+"""Shared fixtures: the repository's params.yaml and an isolated MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from omni_r1.config import Config, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def cfg() -> Config:
+    """The embedded default configuration (repo-root params.yaml)."""
+    return load_config(REPO_ROOT / "params.yaml")
+
+
+@pytest.fixture
+def mlflow_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow at a throwaway sqlite store inside tmp_path."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("OMNI_R1_PARENT_RUN_ID", raising=False)
+    return uri

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omni_r1.config import Config, ConfigError, deep_merge, dvc_set_params, load_config
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _defaults(repo_root: Path) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def test_params_yaml_validates(cfg: Config) -> None:
+    assert cfg.executor.resolution > 0
+    assert cfg.tracking.tracking_uri
+
+
+def test_unknown_key_is_named(repo_root: Path, tmp_path: Path) -> None:
+    data = _defaults(repo_root)
+    data["executor"]["line_widht"] = 3
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path / "p.yaml", data))
+    assert "executor.line_widht: unknown key" in str(err.value)
+    assert "p.yaml" in str(err.value)
+
+
+def test_unknown_section_is_named(repo_root: Path, tmp_path: Path) -> None:
+    data = _defaults(repo_root) | {"trainer": {"lr": 1}}
+    with pytest.raises(ConfigError, match=r"trainer: unknown key"):
+        load_config(_write(tmp_path / "p.yaml", data))
+
+
+def test_mistyped_value_is_named(repo_root: Path, tmp_path: Path) -> None:
+    data = _defaults(repo_root)
+    data["executor"]["resolution"] = "big"
+    with pytest.raises(ConfigError, match=r"executor.resolution"):
+        load_config(_write(tmp_path / "p.yaml", data))
+
+
+def test_missing_key_is_named(repo_root: Path, tmp_path: Path) -> None:
+    data = _defaults(repo_root)
+    del data["run"]["seed"]
+    with pytest.raises(ConfigError, match=r"run.seed: missing key"):
+        load_config(_write(tmp_path / "p.yaml", data))
+
+
+def test_overlay_overrides_only_its_keys(repo_root: Path, tmp_path: Path) -> None:
+    overlay = _write(tmp_path / "o.yaml", {"executor": {"resolution": 512}})
+    cfg = load_config(repo_root / "params.yaml", (overlay,))
+    base = load_config(repo_root / "params.yaml")
+    assert cfg.executor.resolution == 512
+    assert cfg.executor.line_width == base.executor.line_width
+
+
+def test_overlay_with_unknown_key_fails(repo_root: Path, tmp_path: Path) -> None:
+    overlay = _write(tmp_path / "o.yaml", {"executor": {"zoom": 2}})
+    with pytest.raises(ConfigError, match=r"executor.zoom: unknown key"):
+        load_config(repo_root / "params.yaml", (overlay,))
+
+
+def test_paper_overlay_validates(repo_root: Path) -> None:
+    paper = repo_root / "params" / "paper.yaml"
+    cfg = load_config(repo_root / "params.yaml", (paper,))
+    assert cfg.executor.resolution == 512  # Anole's 512x512 images
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_deep_merge_recurses() -> None:
+    merged = deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"c": 5}})
+    assert merged == {"a": {"b": 1, "c": 5}, "d": 3}
+
+
+def test_dvc_set_params_flattens(tmp_path: Path) -> None:
+    overlay = _write(tmp_path / "o.yaml", {"a": {"b": 1, "c": [1, 2]}, "d": "x"})
+    args = dvc_set_params(overlay)
+    assert args == ["-S", "a.b=1", "-S", f"a.c={json.dumps([1, 2])}", "-S", 'd="x"']
