@@ -112,7 +112,7 @@ class TokenizerConfig(Section):
     psnr_samples: PositiveInt
     sample_grid: PositiveInt
     metrics_path: str
-    datasets: list[str]
+    dataset_dirs: list[str]
 
 
 class SyntheticDataConfig(Section):
@@ -138,6 +138,7 @@ class PerpoMixConfig(Section):
 class DataConfig(Section):
     sources: list[str]
     local_paths: dict[str, str]
+    hub_configs: dict[str, list[str]]
     prepared_dir: str
     encoded_dir: str
     metrics_dir: str
@@ -159,6 +160,62 @@ class StorageConfig(Section):
     backoff_seconds: Annotated[float, Field(ge=0.0)]
 
 
+class GenerationConfig(Section):
+    """Interleaved sampling (omni_r1.model.generation)."""
+
+    max_new_tokens: PositiveInt
+    temperature: Annotated[float, Field(gt=0.0)]
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_images_per_answer: Annotated[int, Field(ge=0)]
+
+
+class PackingConfig(Section):
+    """Trajectory → training sequence (omni_r1.model.packing)."""
+
+    max_length: PositiveInt
+
+
+class RewardConfig(Section):
+    """PeRPO reward (omni_r1.rewards): variants by name, threshold, τ, weights."""
+
+    accuracy: Literal["appendix_b", "strict"]
+    partial_credit_threshold: Probability
+    symbolic_timeout_s: PositiveInt
+    format: Literal["trajectory", "official"]
+    perception_map: Literal["exp", "inv"]
+    tau: Annotated[float, Field(gt=0.0)]
+    aggregation: Literal["min", "mean", "max", "median"]
+    combination: Literal["official", "paper"]
+    accuracy_weight: Annotated[float, Field(ge=0.0)]
+    format_weight: Annotated[float, Field(ge=0.0)]
+    perception_weight: Probability
+
+
+class PerceptionConfig(Section):
+    """PeSFT perception loss (omni_r1.training.losses)."""
+
+    weight: Annotated[float, Field(ge=0.0)]
+    train_projection: bool
+    alignment: Literal["next_token", "same_position"]
+
+
+class GrpoConfig(Section):
+    """PeRPO optimisation math (omni_r1.training.grpo), verl actor/algorithm keys."""
+
+    adv_estimator: Literal["grpo", "rloo"]
+    norm_adv_by_std: bool
+    epsilon: Annotated[float, Field(gt=0.0)]
+    clip_ratio_low: Annotated[float, Field(ge=0.0, lt=1.0)]
+    clip_ratio_high: Annotated[float, Field(ge=0.0)]
+    clip_ratio_c: Annotated[float, Field(gt=1.0)] | None
+    kl_loss_coef: Annotated[float, Field(ge=0.0)]
+    kl_loss_type: Literal["k1", "kl", "abs", "k2", "mse", "k3", "low_var_kl", "k3+", "low_var_kl+"]
+    entropy_coeff: Annotated[float, Field(ge=0.0)]
+    loss_agg_mode: Literal[
+        "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
+    ]
+
+
 class Config(Section):
     """The whole of params.yaml."""
 
@@ -171,6 +228,11 @@ class Config(Section):
     model: ModelConfig
     tokenizer: TokenizerConfig
     data: DataConfig
+    generation: GenerationConfig
+    packing: PackingConfig
+    reward: RewardConfig
+    perception: PerceptionConfig
+    grpo: GrpoConfig
 
 
 class ConfigError(ValueError):

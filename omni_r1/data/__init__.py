@@ -1,0 +1,34 @@
+"""The data layer: canonical records, source adapters, synthetic Uni-Tasks, Omni-Bench, storage.
+
+- :mod:`omni_r1.data.records`: ``Record`` / ``RecordStep``, Uni-Tasks and Uni-Skills,
+  ``record_to_trajectory``, ``DataError``.
+- :mod:`omni_r1.data.storage`: parquet shards + manifest (``write_records``, ``read_records``).
+- :mod:`omni_r1.data.sources`: one adapter per upstream dataset, ``load_source``.
+- :mod:`omni_r1.data.synthetic`: the embedded default tasks.
+- :mod:`omni_r1.data.omnibench` / :mod:`omni_r1.data.mixes`: Omni-Bench slices, PeRPO mix.
+- :mod:`omni_r1.data.codes`: cached VQ codes (``read_codes``).
+"""
+
+from omni_r1.data.records import (
+    UNI_SKILLS,
+    UNI_TASKS,
+    DataError,
+    Record,
+    RecordStep,
+    record_to_trajectory,
+    text_cot_trajectory,
+)
+from omni_r1.data.storage import read_manifest, read_records, write_records
+
+__all__ = [
+    "UNI_SKILLS",
+    "UNI_TASKS",
+    "DataError",
+    "Record",
+    "RecordStep",
+    "read_manifest",
+    "read_records",
+    "record_to_trajectory",
+    "text_cot_trajectory",
+    "write_records",
+]

@@ -1,0 +1,179 @@
+"""The trajectory gallery: one self-contained HTML page of interleaved trajectories.
+
+Each entry shows the question (and choices), the input image(s), every step's rationale,
+its action in the trajectory text syntax (``ZOOM(0.1, 0.2, 0.3, 0.3)``) and its image,
+then the final answer, the reference answer and the verdict when an evaluation supplies
+them. Images are embedded as base64 PNG data URIs and all text is HTML-escaped, so the
+page needs no other file and no network; it is logged to MLflow as one artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from omni_r1.trajectory import Action, Trajectory, render_action
+
+DISPLAY_WIDTH = 192  # CSS width of every image on the page; pixels stay sharp (pixelated)
+
+
+@dataclass(frozen=True)
+class GalleryStep:
+    """One step as shown: rationale, optional action, optional image."""
+
+    rationale: str
+    action: Action | None = None
+    image: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """One trajectory as shown. ``verdict`` and ``reference_answer`` are for evaluation."""
+
+    question: str
+    steps: tuple[GalleryStep, ...]
+    final_answer: str | None
+    input_images: tuple[Image.Image, ...] = ()
+    choices: tuple[str, ...] = ()
+    reference_answer: str | None = None
+    verdict: bool | str | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_trajectory(
+        cls,
+        traj: Trajectory,
+        step_images: Sequence[Image.Image | None] | None = None,
+        reference_answer: str | None = None,
+        verdict: bool | str | None = None,
+        name: str | None = None,
+    ) -> GalleryEntry:
+        """An entry from a trajectory and one image per image slot, in order.
+
+        Args:
+            traj: the trajectory (its ``input_images`` are shown as the input).
+            step_images: images for the steps with ``has_image``, in order (e.g. from
+                ``Executor.execute_trajectory`` or decoded model output); when None each
+                step's own ``image`` is used.
+            reference_answer, verdict, name: shown as given (see :class:`GalleryEntry`).
+
+        Raises:
+            ValueError: the number of images differs from the number of image slots.
+        """
+        slots = [step for step in traj.steps if step.has_image]
+        images = list(step_images) if step_images is not None else [s.image for s in slots]
+        if len(images) != len(slots):
+            raise ValueError(f"{len(images)} images for {len(slots)} image slots")
+        by_step = iter(images)
+        steps = tuple(
+            GalleryStep(step.rationale, step.action, next(by_step) if step.has_image else None)
+            for step in traj.steps
+        )
+        return cls(
+            question=traj.question,
+            steps=steps,
+            final_answer=traj.final_answer,
+            input_images=tuple(traj.input_images),
+            choices=tuple(traj.choices),
+            reference_answer=reference_answer,
+            verdict=verdict,
+            name=name,
+        )
+
+
+def image_data_uri(image: Image.Image) -> str:
+    """``data:image/png;base64,...`` of the image (PNG encoding is deterministic)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _img(image: Image.Image, alt: str) -> str:
+    width, height = image.size
+    return (
+        f'<img src="{image_data_uri(image)}" width="{width}" height="{height}" '
+        f'alt="{html.escape(alt)}">'
+    )
+
+
+def _text(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+_STYLE = f"""
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 60em; color: #222; }}
+section {{ border-top: 2px solid #ccc; padding: 1em 0; }}
+figure {{ display: inline-block; margin: 0.3em 1em 0.3em 0; }}
+figure img {{ width: {DISPLAY_WIDTH}px; height: auto; image-rendering: pixelated;
+  border: 1px solid #999; }}
+code.action {{ background: #eef; padding: 0.1em 0.4em; }}
+.verdict-true {{ color: #070; }} .verdict-false {{ color: #a00; }}
+"""
+
+
+def _verdict_class(verdict: bool | str) -> str:
+    value = str(verdict).strip().lower()
+    if value in {"true", "correct", "1"}:
+        return "verdict verdict-true"
+    if value in {"false", "wrong", "incorrect", "0"}:
+        return "verdict verdict-false"
+    return "verdict"
+
+
+def _render_step(number: int, step: GalleryStep) -> str:
+    parts = [f"<li><p><b>THOUGHT {number}:</b> {_text(step.rationale)}</p>"]
+    if step.action is not None:
+        parts.append(
+            f'<p>ACTION: <code class="action">{_text(render_action(step.action))}</code></p>'
+        )
+    if step.image is not None:
+        parts.append(f"<figure>{_img(step.image, f'step {number} image')}</figure>")
+    parts.append("</li>")
+    return "".join(parts)
+
+
+def _render_entry(index: int, entry: GalleryEntry) -> str:
+    heading = f"{index}. {entry.name}" if entry.name else f"Trajectory {index}"
+    parts = [f'<section class="trajectory"><h2>{_text(heading)}</h2>']
+    parts.append(f'<p class="question"><b>Question:</b> {_text(entry.question)}</p>')
+    if entry.choices:
+        items = "".join(f"<li>{_text(choice)}</li>" for choice in entry.choices)
+        parts.append(f'<ol type="A" class="choices">{items}</ol>')
+    for number, image in enumerate(entry.input_images, start=1):
+        parts.append(f"<figure>{_img(image, f'input image {number}')}</figure>")
+    steps = "".join(_render_step(n, step) for n, step in enumerate(entry.steps, start=1))
+    parts.append(f'<ol class="steps">{steps}</ol>')
+    answer = "(none)" if entry.final_answer is None else entry.final_answer
+    parts.append(f'<p class="answer"><b>Final Answer:</b> {_text(answer)}</p>')
+    if entry.reference_answer is not None:
+        parts.append(f'<p class="reference"><b>Reference:</b> {_text(entry.reference_answer)}</p>')
+    if entry.verdict is not None:
+        verdict_class = _verdict_class(entry.verdict)
+        parts.append(f'<p class="{verdict_class}"><b>Verdict:</b> {_text(entry.verdict)}</p>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_gallery_html(entries: Sequence[GalleryEntry], title: str) -> str:
+    """One self-contained HTML page showing every entry.
+
+    Args:
+        entries: the trajectories to show, in order.
+        title: page title and heading (escaped).
+
+    Returns:
+        The HTML text; one ``<img>`` per input and step image, each a PNG data URI.
+    """
+    body = "\n".join(_render_entry(i, entry) for i, entry in enumerate(entries, start=1))
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
+        f"<style>{_STYLE}</style></head>\n"
+        f"<body><h1>{_text(title)}</h1>\n"
+        f"<p>{len(entries)} trajectories.</p>\n{body}\n</body></html>\n"
+    )
