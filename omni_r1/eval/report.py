@@ -1,0 +1,261 @@
+"""Report tables shaped like the paper's Tables 2 and 4, and the data behind the plots.
+
+Table 2 (main results): rows = the base row, then per track the PeSFT-only checkpoint and
+each PeRPO checkpoint; columns = the four Omni-Bench slices, the sample-weighted average and
+the relative gain of the average over the base row, ``(avg − base) / base``.
+
+The base row is the evaluation of the untrained base model (``--step base``) when one
+exists, else the PeSFT-only checkpoint of the ``omni_r1`` track (the tiny default has no
+pretrained Anole to start from, so "base" means "before PeRPO"). In the paper the base row
+is Anole-7B.
+
+Table 4 (ablations, Omni-R1-Zero track): w/o PeRPO = the PeSFT-only checkpoint; full = PeRPO
+step k; w/o PeReward = the ``no_perception_<k>`` checkpoint (PeRPO without the perception
+reward), each with its gain over w/o PeRPO.
+
+Plots data (for ``dvc plots``): ``accuracy_<track>.csv`` (step, every slice, average; step 0
+is the PeSFT-only checkpoint) and ``reward_<track>.csv`` (step, reward, accuracy, format,
+perception of the PeRPO rollouts, from ``metrics/perpo_<track>.json``: its per-step
+``history`` when present, else the step-0 and last-step summary values).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omni_r1.data.records import UNI_TASKS
+from omni_r1.eval.checkpoints import (
+    BASE_STEP,
+    PESFT_STEP,
+    TRACKS,
+    CheckpointRef,
+    parse_metrics_name,
+)
+from omni_r1.eval.evaluate import AVERAGE_KEY
+
+SLICE_TITLES = {
+    "natural": "Natural",
+    "structured": "Structured",
+    "diagrammatic": "Diagrammatic",
+    "vision_operational": "Vision-Op",
+}
+TRACK_TITLES = {"omni_r1": "Omni-R1", "omni_r1_zero": "Omni-R1-Zero"}
+PAPER_SIZES = {"omni_r1": {30: "M", 60: "L"}, "omni_r1_zero": {10: "T", 20: "S", 30: "M"}}
+REWARD_KEYS = ("reward", "accuracy", "format", "perception")
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    metrics: Mapping[str, float]
+    gain: float | None  # relative gain of the average over the reference row
+
+
+def read_omnibench_metrics(metrics_dir: Path | str) -> dict[CheckpointRef, dict[str, float]]:
+    """Every ``omnibench_<track>_<step>.json`` under ``metrics_dir``, by checkpoint."""
+    found = {}
+    for path in sorted(Path(metrics_dir).glob("omnibench_*.json")):
+        found[parse_metrics_name(path)] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def step_order(ref: CheckpointRef) -> tuple[int, int, int]:
+    """base, pesft, PeRPO steps ascending, then the no-perception steps ascending."""
+    rank = {"base": 0, "pesft": 1, "perpo": 2, "no_perception": 3}[ref.kind]
+    return (TRACKS.index(ref.track), rank, ref.perpo_step or 0)
+
+
+def base_ref(results: Mapping[CheckpointRef, Any]) -> CheckpointRef | None:
+    """The base row: a ``base`` evaluation if any, else the omni_r1 PeSFT-only checkpoint."""
+    bases = sorted(ref for ref in results if ref.step == BASE_STEP)
+    if bases:
+        return bases[0]
+    fallback = CheckpointRef("omni_r1", PESFT_STEP)
+    return fallback if fallback in results else None
+
+
+def relative_gain(value: float, reference: float | None) -> float | None:
+    if reference is None or reference == 0:
+        return None
+    return (value - reference) / reference
+
+
+def checkpoint_label(ref: CheckpointRef) -> str:
+    track = TRACK_TITLES[ref.track]
+    if ref.kind == "base":
+        return "Base model"
+    if ref.kind == "pesft":
+        return f"{track} PeSFT only"
+    if ref.kind == "no_perception":
+        return f"{track} w/o PeReward (step {ref.perpo_step})"
+    size = PAPER_SIZES[ref.track].get(ref.perpo_step or 0)
+    return f"{track}-{size} (step {ref.perpo_step})" if size else f"{track} (step {ref.perpo_step})"
+
+
+def table2_rows(results: Mapping[CheckpointRef, Mapping[str, float]]) -> list[Row]:
+    """Base row first, then PeSFT-only and PeRPO checkpoints per track (no ablations)."""
+    base = base_ref(results)
+    reference = results[base][AVERAGE_KEY] if base is not None else None
+    rows = []
+    if base is not None:
+        label = "Base model" if base.kind == "base" else f"Base = {checkpoint_label(base)}"
+        rows.append(Row(label, results[base], 0.0 if reference else None))
+    for ref in sorted(results, key=step_order):
+        if ref == base or ref.kind in ("base", "no_perception"):
+            continue
+        rows.append(Row(checkpoint_label(ref), results[ref], relative_gain(results[ref][AVERAGE_KEY], reference)))
+    return rows
+
+
+def table4_rows(results: Mapping[CheckpointRef, Mapping[str, float]], track: str = "omni_r1_zero") -> list[Row]:
+    """w/o PeRPO, then for each step k: full (PeRPO k) and w/o PeReward (no_perception_k)."""
+    pesft = CheckpointRef(track, PESFT_STEP)
+    reference = results[pesft][AVERAGE_KEY] if pesft in results else None
+    rows = []
+    if pesft in results:
+        rows.append(Row(f"{TRACK_TITLES[track]} w/o PeRPO (PeSFT only)", results[pesft], 0.0 if reference else None))
+    steps = sorted({ref.perpo_step for ref in results if ref.track == track and ref.perpo_step is not None})
+    for step in steps:
+        for ref, label in (
+            (CheckpointRef(track, str(step)), f"{TRACK_TITLES[track]} full (step {step})"),
+            (CheckpointRef(track, f"no_perception_{step}"), f"{TRACK_TITLES[track]} w/o PeReward (step {step})"),
+        ):
+            if ref in results:
+                rows.append(Row(label, results[ref], relative_gain(results[ref][AVERAGE_KEY], reference)))
+    return rows
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def markdown_table(rows: Sequence[Row], gain_title: str) -> str:
+    """A Markdown table: label | slices | Avg | gain (%)."""
+    header = ["Model", *SLICE_TITLES.values(), "Avg", gain_title]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if not rows:
+        lines.append("| (no evaluation yet) |" + " – |" * (len(header) - 1))
+    for row in rows:
+        cells = [_cell(row.metrics.get(name)) for name in (*UNI_TASKS, AVERAGE_KEY)]
+        gain = "–" if row.gain is None else f"{100 * row.gain:+.1f}%"
+        lines.append("| " + " | ".join([row.label, *cells, gain]) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(
+    results: Mapping[CheckpointRef, Mapping[str, float]], projection_png: str | None, plots: Sequence[str]
+) -> str:
+    """The whole report page: Table 2, Table 4, plots and projection references."""
+    base = base_ref(results)
+    base_note = (
+        "none evaluated" if base is None
+        else f"`{base.name}` ({'the base model' if base.kind == 'base' else 'no base evaluation: PeSFT-only omni_r1'})"
+    )  # fmt: skip
+    parts = [
+        "# Omni-Bench report",
+        "",
+        "Accuracy per slice; Avg is over all samples (slices weighted by their sample counts).",
+        "",
+        "## Table 2: main results",
+        "",
+        f"Base row: {base_note}. Gain = relative change of Avg over the base row.",
+        "",
+        markdown_table(table2_rows(results), "Gain vs base"),
+        "",
+        "## Table 4: ablations (Omni-R1-Zero)",
+        "",
+        "Gain = relative change of Avg over w/o PeRPO.",
+        "",
+        markdown_table(table4_rows(results), "Gain vs w/o PeRPO"),
+        "",
+        "## Plots data",
+        "",
+        *[f"- `{path}`" for path in plots],
+    ]
+    if projection_png:
+        parts += ["", "## Generated-image embeddings (Figure 4)", "", f"![projection]({projection_png})"]
+    return "\n".join(parts) + "\n"
+
+
+def accuracy_series(results: Mapping[CheckpointRef, Mapping[str, float]], track: str) -> list[dict[str, Any]]:
+    """Accuracy vs PeRPO step for one track; the PeSFT-only checkpoint is step 0."""
+    rows = []
+    for ref in sorted(results, key=step_order):
+        if ref.track != track or ref.kind not in ("pesft", "perpo"):
+            continue
+        step = 0 if ref.kind == "pesft" else ref.perpo_step
+        rows.append({"step": step, **{key: results[ref].get(key) for key in (*UNI_TASKS, AVERAGE_KEY)}})
+    return rows
+
+
+def reward_series(perpo_metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """PeRPO rollout reward vs step from ``metrics/perpo_<track>.json``.
+
+    Uses a per-step ``history`` list (dicts with ``step`` and ``reward/mean``,
+    ``reward/accuracy``, ...) when the file has one, else the summary's ``*_step0`` and
+    ``*_last`` values at steps 0 and ``steps``.
+    """
+    history = perpo_metrics.get("history")
+    if isinstance(history, list) and history:
+        return [
+            {"step": entry.get("step", index + 1),
+             **{key: entry.get(f"reward/{'mean' if key == 'reward' else key}") for key in REWARD_KEYS}}
+            for index, entry in enumerate(history)
+        ]  # fmt: skip
+    steps = perpo_metrics.get("steps") or 0
+    if not steps:
+        return []
+    first = {"step": 0, **{key: perpo_metrics.get(f"{key}_step0") for key in REWARD_KEYS}}
+    last = {"step": steps, **{key: perpo_metrics.get(f"{key}_last") for key in REWARD_KEYS}}
+    return [first, last]
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: Path | str) -> Path:
+    """A CSV with a header (written even without rows); None cells stay empty."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: row.get(key) for key in columns})
+    return path
+
+
+def write_plots_data(
+    results: Mapping[CheckpointRef, Mapping[str, float]],
+    perpo_metrics: Mapping[str, Mapping[str, Any]],
+    plots_dir: Path | str,
+) -> list[Path]:
+    """``accuracy_<track>.csv`` and ``reward_<track>.csv`` for every track.
+
+    Args:
+        results: Omni-Bench metrics by checkpoint.
+        perpo_metrics: ``perpo_<track>`` file stem → its JSON (``perpo_no_perception`` too).
+        plots_dir: output folder.
+    """
+    written = []
+    for track in TRACKS:
+        written.append(
+            write_csv(accuracy_series(results, track), ["step", *UNI_TASKS, AVERAGE_KEY],
+                      Path(plots_dir) / f"accuracy_{track}.csv")
+        )  # fmt: skip
+    for stem, metrics in sorted(perpo_metrics.items()):
+        name = stem.removeprefix("perpo_")
+        written.append(
+            write_csv(reward_series(metrics), ["step", *REWARD_KEYS], Path(plots_dir) / f"reward_{name}.csv")
+        )
+    return written
+
+
+def read_perpo_metrics(metrics_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """``perpo_<name>`` → JSON of every ``metrics/perpo_*.json``."""
+    return {
+        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(Path(metrics_dir).glob("perpo_*.json"))
+    }

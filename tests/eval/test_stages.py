@@ -1,0 +1,56 @@
+"""The evaluate stage end to end on a saved tiny checkpoint (needs omni_r1.model.tiny/loading)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omni_r1.eval.checkpoints import CheckpointRef
+from omni_r1.eval.evaluate import read_predictions
+
+
+def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_cfg, mlflow_tmp, tmp_path, monkeypatch) -> None:
+    tiny = pytest.importorskip("omni_r1.model.tiny", reason="omni_r1.model.tiny (save_tiny) not built yet")
+    pytest.importorskip("omni_r1.model.loading", reason="omni_r1.model.loading (load_omni) not built yet")
+    from mlflow.tracking import MlflowClient
+
+    from omni_r1.stages import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    dataset, encoded = bench_dirs
+    cfg = eval_cfg(max_per_slice=1)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+        update={"prepared_dir": str(dataset.parent), "encoded_dir": str(encoded.parent)})})
+    ref = CheckpointRef("omni_r1_zero", "no_perception_10")
+    omni = tiny.build_tiny_for_tests(seed=0)
+    tiny.save_tiny(omni, ref.checkpoint_dir(cfg.eval.checkpoints_dir))
+    # codes must come from this checkpoint's encoder: re-encode the bench with it
+    from omni_r1.data.codes import cache_key, encode_dataset
+    from omni_r1.model.images import encode_images
+
+    encode_dataset(dataset, tmp_path / "enc" / "omnibench", lambda ims: encode_images(omni, ims), cache_key(dataset, "t2"))
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"encoded_dir": str(tmp_path / "enc")})})
+
+    out = evaluate.run(cfg, track=ref.track, step=ref.step)
+    metrics = json.loads(out["metrics_path"].read_text())
+    assert out["metrics_path"] == Path(cfg.eval.metrics_dir) / "omnibench_omni_r1_zero_no_perception_10.json"
+    assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average"}
+    rows = read_predictions(out["predictions"])
+    assert len(rows) == 4
+    assert metrics["average"] == sum(r["verdict"] for r in rows) / 4
+    assert out["gallery"].read_text().count("<section") == 4
+    runs = MlflowClient(mlflow_tmp).search_runs(
+        [MlflowClient(mlflow_tmp).get_experiment_by_name(cfg.tracking.experiment).experiment_id]
+    )
+    assert runs[0].data.tags["omni_r1.step"] == "no_perception_10"
+    assert runs[0].data.metrics["omnibench.average"] == metrics["average"]
+
+
+def test_missing_checkpoint_is_a_clear_error(eval_cfg) -> None:
+    from omni_r1.stages import evaluate
+
+    cfg = eval_cfg()
+    with pytest.raises(FileNotFoundError, match="perpo/step_30.*omni_r1"):
+        evaluate.checkpoint_folder(cfg, CheckpointRef("omni_r1", "30"))
