@@ -112,7 +112,7 @@ class TokenizerConfig(Section):
     psnr_samples: PositiveInt
     sample_grid: PositiveInt
     metrics_path: str
-    dataset_dirs: list[str]
+    datasets: list[str]
 
 
 class SyntheticDataConfig(Section):
@@ -199,6 +199,39 @@ class PerceptionConfig(Section):
     alignment: Literal["next_token", "same_position"]
 
 
+class PesftConfig(Section):
+    """PeSFT recipe on HF Trainer (omni_r1.training.pesft): data per track, optimiser, schedule."""
+
+    datasets: dict[str, str]
+    checkpoint_dir: str
+    metrics_dir: str
+    max_steps: PositiveInt
+    per_device_batch_size: PositiveInt
+    gradient_accumulation_steps: PositiveInt
+    learning_rate: Annotated[float, Field(gt=0.0)]
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"]
+    warmup_steps: Annotated[int, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    max_grad_norm: Annotated[float, Field(gt=0.0)]
+    logging_steps: PositiveInt
+    save_steps: PositiveInt
+    save_total_limit: PositiveInt
+    loss_window: PositiveInt
+    parse_eval_dataset: str
+    parse_eval_prompts: PositiveInt
+    parse_eval_batch_size: PositiveInt
+
+
+class BootstrapConfig(Section):
+    """Omni-R1-Zero bootstrap (omni_r1.training.bootstrap): text-only CoT -> one image per step."""
+
+    source: str
+    out_name: str
+    max_records: PositiveInt
+    batch_size: PositiveInt
+    do_sample: bool
+
+
 class GrpoConfig(Section):
     """PeRPO optimisation math (omni_r1.training.grpo), verl actor/algorithm keys."""
 
@@ -214,6 +247,84 @@ class GrpoConfig(Section):
     loss_agg_mode: Literal[
         "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
     ]
+
+
+class PerpoConfig(Section):
+    """PeRPO on the local engine (omni_r1.training.perpo): rollouts, batches, schedule.
+
+    Algorithm knobs live in ``grpo``, reward knobs in ``reward``, sampling in ``generation``.
+    """
+
+    steps: PositiveInt
+    save_steps: list[PositiveInt]
+    train_batch_size: PositiveInt
+    gen_batch_size: PositiveInt
+    max_gen_batches: PositiveInt
+    rollout_n: Annotated[int, Field(ge=2)]
+    max_new_tokens: PositiveInt
+    ppo_mini_batch_size: PositiveInt
+    ppo_epochs: PositiveInt
+    micro_batch_size: PositiveInt
+    lr: Annotated[float, Field(gt=0.0)]
+    adam_betas: tuple[Probability, Probability]
+    warmup_steps: Annotated[int, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    grad_clip: Annotated[float, Field(gt=0.0)]
+    gallery_examples: Annotated[int, Field(ge=0)]
+    checkpoint_dir: str
+    metrics_dir: str
+
+
+class EvalConfig(Section):
+    """Omni-Bench evaluation of one checkpoint (omni_r1.eval; paper §5)."""
+
+    dataset: str
+    checkpoints_dir: str
+    decoding: Literal["greedy", "sample"]
+    batch_size: PositiveInt
+    max_per_slice: Annotated[int, Field(ge=0)]
+    predictions_dir: str
+    gallery_dir: str
+    gallery_examples: Annotated[int, Field(ge=0)]
+    metrics_dir: str
+
+
+class LlmJudgeConfig(Section):
+    """An OpenAI-compatible chat endpoint as the Appendix F judge."""
+
+    base_url: str
+    model: str
+    api_key_env: str
+    timeout_s: Annotated[float, Field(gt=0.0)]
+    max_retries: Annotated[int, Field(ge=0)]
+    backoff_s: Annotated[float, Field(ge=0.0)]
+    max_tokens: PositiveInt
+    concurrency: PositiveInt
+    cache_path: str
+
+
+class JudgeConfig(Section):
+    """Which judge decides a prediction (omni_r1.eval.judges)."""
+
+    name: Literal["rule", "llm"]
+    rule_threshold: Probability
+    llm: LlmJudgeConfig
+
+
+class ReportConfig(Section):
+    """Tables, plots data and the generated-image projection (omni_r1.eval.report)."""
+
+    out_dir: str
+    plots_dir: str
+    projection: Literal["auto", "pca", "umap"]
+    projection_path: str
+
+
+class PromoteConfig(Section):
+    """Registry promotion of the best evaluated checkpoint (omni_r1.eval.promote)."""
+
+    min_improvement: Annotated[float, Field(ge=0.0)]
+    include_ablations: bool
 
 
 class Config(Section):
@@ -232,7 +343,14 @@ class Config(Section):
     packing: PackingConfig
     reward: RewardConfig
     perception: PerceptionConfig
+    pesft: PesftConfig
+    bootstrap: BootstrapConfig
     grpo: GrpoConfig
+    perpo: PerpoConfig
+    eval: EvalConfig
+    judge: JudgeConfig
+    report: ReportConfig
+    promote: PromoteConfig
 
 
 class ConfigError(ValueError):

@@ -33,3 +33,20 @@ def mlflow_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("OMNI_R1_PARENT_RUN_ID", raising=False)
     return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_builder():
+    """``build(seed=0)`` → a fresh tiny random Chameleon (``.model``, ``.tokenizer``, ``.layout``).
+
+    The builder of ``tests/model/conftest.py`` (hidden 32, 4x4 image grid), for tests outside
+    ``tests/model``; equal seeds give equal weights.
+    """
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("_tiny_model_fixtures", REPO_ROOT / "tests/model/conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.build_tiny_chameleon
