@@ -82,7 +82,7 @@ class TinyModelConfig(Section):
     image_size: PositiveInt
     vq_base_channels: PositiveInt
     vq_channel_multiplier: list[PositiveInt]
-    vq_num_res_blocks: PositiveInt
+    vq_num_res_blocks: Annotated[int, Field(ge=0)]
     vq_latent_channels: PositiveInt
     num_codes: PositiveInt
     embed_dim: PositiveInt
@@ -105,6 +105,7 @@ class TokenizerConfig(Section):
     vq_steps: PositiveInt
     vq_batch_size: PositiveInt
     vq_lr: Annotated[float, Field(gt=0.0)]
+    vq_crop_size: PositiveInt
     commitment_beta: Annotated[float, Field(ge=0.0)]
     restart_every: PositiveInt
     heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -270,6 +271,7 @@ class PerpoConfig(Section):
     warmup_steps: Annotated[int, Field(ge=0)]
     weight_decay: Annotated[float, Field(ge=0.0)]
     grad_clip: Annotated[float, Field(gt=0.0)]
+    probe_prompts: Annotated[int, Field(ge=0)]
     gallery_examples: Annotated[int, Field(ge=0)]
     checkpoint_dir: str
     metrics_dir: str

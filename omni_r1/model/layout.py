@@ -100,6 +100,13 @@ class TokenLayout:
                 raise LayoutError(f"tokenizer has no {name!r} token")
             return int(value)
 
+        for image_id in (start, start + count - 1):  # tokenizer and config.vocabulary_map agree
+            name = mapping.val2name[image_id]
+            if token_id(name) != image_id:
+                raise LayoutError(
+                    f"tokenizer maps {name!r} to {token_id(name)}, config.vocabulary_map to {image_id}"
+                )
+
         return cls(
             bos_id=int(config.bos_token_id),
             pad_id=int(config.pad_token_id),

@@ -1,6 +1,6 @@
 """Stage ``encode``: dataset images -> codebook codes, cached beside the records.
 
-What it does: for every prepared dataset (``<prepared_dir>/<name>/manifest.json``), runs
+What it does: for every dataset ``prepare`` wrote (``<prepared_dir>/<name>/manifest.json``), runs
 each input and step image through the VQ encoder of the configured model (tiny or Anole)
 and writes ``<encoded_dir>/<name>/codes.parquet`` (record id, image key, H*W codes) and
 ``cache_key.json``. The cache key is the tokenizer hash plus the dataset manifest hash: a
@@ -20,6 +20,7 @@ from typing import Any
 import mlflow
 
 from omni_r1.config import Config
+from omni_r1.data import PREPARED_DATASETS
 from omni_r1.data.codes import cache_key, encode_dataset
 from omni_r1.data.storage import MANIFEST
 from omni_r1.model.images import encode_images
@@ -29,9 +30,12 @@ from omni_r1.tracking import stage_run
 
 
 def prepared_datasets(cfg: Config) -> list[str]:
-    """Names of the datasets under ``prepared_dir`` that have a manifest, sorted."""
+    """The datasets ``prepare`` wrote (role names) that have a manifest.
+
+    Datasets written by later stages (the Zero bootstrap) encode their own images.
+    """
     root = Path(cfg.data.prepared_dir)
-    return sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
+    return [name for name in PREPARED_DATASETS if (root / name / MANIFEST).exists()]
 
 
 def tokenizer_dir(cfg: Config) -> str:

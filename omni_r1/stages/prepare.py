@@ -5,11 +5,11 @@ What it does (paper, Appendix C and Table 1):
 - Embedded default (``data.sources: []``): synthetic Uni-Tasks (natural scene search,
   structured chart reading, diagrammatic geometry, vision-operational grid paths) with
   executor-rendered interleaved traces and text-only CoT variants:
-  ``synthetic_train`` (PeSFT), ``synthetic_text_cot`` (the same tasks without step
+  ``sft_train`` (PeSFT), ``text_cot`` (the same tasks without step
   images, for the Omni-R1-Zero bootstrap), ``perpo_train`` (RL prompts), ``omnibench``
   (four held-out slices).
 - Real sources (``data.sources`` names them): ``omnibench`` from the Table 1 slices of the
-  listed sources; ``zebra_cot_train`` (PeSFT, Omni-R1); ``m3cot_text_cot`` (text-only CoT,
+  listed sources; ``sft_train`` (Zebra-CoT, PeSFT of Omni-R1); ``text_cot`` (M3CoT text-only CoT,
   Omni-R1-Zero); ``perpo_train`` = ~10% Zebra-CoT + 1K ArxivQA + 250 Geometry3K.
 
 Every training set is disjoint from Omni-Bench by record id and image hash. Each dataset
@@ -33,6 +33,7 @@ from typing import Any
 import mlflow
 
 from omni_r1.config import Config
+from omni_r1.data import OMNIBENCH, PERPO_TRAIN, SFT_TRAIN, TEXT_COT
 from omni_r1.data.mixes import perpo_mix
 from omni_r1.data.omnibench import Exclusion, assemble_omnibench, drop_overlaps, synthetic_omnibench
 from omni_r1.data.records import Record
@@ -72,10 +73,10 @@ def synthetic_plans(cfg: Config) -> Iterator[tuple[str, DatasetPlan]]:
     candidates = {task: generate("omnibench", 10**6, cfg, uni_tasks=(task,)) for task in GENERATORS}
     bench, redrawn = synthetic_omnibench(candidates, knobs.omnibench_per_slice, exclusion)
     text_cot = (r.model_copy(update={"steps": []}) for r in train)
-    yield "synthetic_train", DatasetPlan(train, extra={"kind": "interleaved"})
-    yield "synthetic_text_cot", DatasetPlan(text_cot, extra={"kind": "text_cot"})
-    yield "perpo_train", DatasetPlan(perpo, extra={"kind": "rl_prompts"})
-    yield "omnibench", DatasetPlan(bench, extra={"kind": "benchmark", "redrawn": dict(redrawn)})
+    yield SFT_TRAIN, DatasetPlan(train, extra={"kind": "interleaved"})
+    yield TEXT_COT, DatasetPlan(text_cot, extra={"kind": "text_cot"})
+    yield PERPO_TRAIN, DatasetPlan(perpo, extra={"kind": "rl_prompts"})
+    yield OMNIBENCH, DatasetPlan(bench, extra={"kind": "benchmark", "redrawn": dict(redrawn)})
 
 
 # ----------------------------------------------------------------------------- real sources
@@ -95,7 +96,7 @@ def real_plans(cfg: Config) -> Iterator[tuple[str, DatasetPlan]]:
     }
     bench = assemble_omnibench(slice_sources, data.omnibench, seed)
     exclusion = Exclusion.of(bench, "input")
-    yield "omnibench", DatasetPlan(bench, skipped_bench, {"kind": "benchmark", "slices": data.omnibench})
+    yield OMNIBENCH, DatasetPlan(bench, skipped_bench, {"kind": "benchmark", "slices": data.omnibench})
 
     def training(name: str, role: str = "train") -> Callable[[Counter[str]], Iterator[Record]]:
         return lambda skipped: drop_overlaps(source(name, role, skipped), exclusion, skipped)
@@ -103,17 +104,17 @@ def real_plans(cfg: Config) -> Iterator[tuple[str, DatasetPlan]]:
     if "zebra_cot" in data.sources:
         plan = DatasetPlan([])
         plan.records = training("zebra_cot")(plan.skipped)
-        yield "zebra_cot_train", plan
+        yield SFT_TRAIN, plan
     if "m3cot" in data.sources:
         plan = DatasetPlan([])
         plan.records = training("m3cot")(plan.skipped)
-        yield "m3cot_text_cot", plan
+        yield TEXT_COT, plan
     mix_sources = [n for n in ("zebra_cot", "arxivqa", "geometry3k") if n in data.sources]
     if mix_sources:
         plan = DatasetPlan([], extra={"kind": "rl_prompts", "mix": data.perpo_mix.model_dump()})
         streams = {n: training(n)(plan.skipped) for n in mix_sources}
         plan.records = perpo_mix(data.perpo_mix, seed, **streams)
-        yield "perpo_train", plan
+        yield PERPO_TRAIN, plan
 
 
 # ----------------------------------------------------------------------------- save

@@ -7,7 +7,7 @@ import shutil
 
 import mlflow
 import pytest
-from conftest import LAYOUT, write_source
+from upstream_fixtures import LAYOUT, write_source
 
 from omni_r1.data import synthetic
 from omni_r1.data.omnibench import OVERLAP_REASON, input_hashes
@@ -27,12 +27,12 @@ def test_synthetic_default(cfg, tmp_path, mlflow_tmp):
     small = with_data(cfg, tmp_path, synthetic=knobs, shard_size=5)
     summaries = prepare.run(small)
     assert {k: v["total"] for k, v in summaries.items()} == {
-        "synthetic_train": 16, "synthetic_text_cot": 16, "perpo_train": 8, "omnibench": 12}
+        "sft_train": 16, "text_cot": 16, "perpo_train": 8, "omnibench": 12}
     root = tmp_path / "prepared"
-    train = list(read_records(root / "synthetic_train"))
-    assert len(read_manifest(root / "synthetic_train")["shards"]) == 4  # 16 records / 5 per shard
+    train = list(read_records(root / "sft_train"))
+    assert len(read_manifest(root / "sft_train")["shards"]) == 4  # 16 records / 5 per shard
     assert all(r.text_cot and any(s.image for s in r.steps) for r in train)
-    text_cot = list(read_records(root / "synthetic_text_cot"))
+    text_cot = list(read_records(root / "text_cot"))
     assert [r.id for r in text_cot] == [r.id for r in train] and all(not r.steps and r.text_cot for r in text_cot)
     bench = list(read_records(root / "omnibench"))
     assert {t: sum(r.meta["omnibench_slice"] == t for r in bench) for t in UNI_TASKS} == {t: 3 for t in UNI_TASKS}
@@ -44,7 +44,7 @@ def test_synthetic_default(cfg, tmp_path, mlflow_tmp):
     metrics = json.loads((tmp_path / "metrics" / "data_omnibench.json").read_text())
     assert metrics["total"] == 12 and "image_hashes" not in metrics
     run = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="list")[0]
-    assert run.data.metrics["data.synthetic_train.total"] == 16
+    assert run.data.metrics["data.sft_train.total"] == 16
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == set(summaries)
 
 
@@ -65,14 +65,14 @@ def test_real_sources_from_local_copies(cfg, tmp_path, mlflow_tmp):
     mix = cfg.data.perpo_mix.model_copy(update={"zebra_cot_fraction": 1.0, "arxivqa": 10, "geometry3k": 10})
     real = with_data(cfg, tmp_path, sources=list(LAYOUT), local_paths=paths, omnibench=counts, perpo_mix=mix)
     summaries = prepare.run(real)
-    assert set(summaries) == {"omnibench", "zebra_cot_train", "m3cot_text_cot", "perpo_train"}
+    assert set(summaries) == {"omnibench", "sft_train", "text_cot", "perpo_train"}
     assert summaries["omnibench"]["counts"]["source"] == {
         "vstar": 2, "arxivqa": 2, "chartqa": 2, "geometry3k": 3, "mathvista": 2, "vicbench": 3}
     perpo = summaries["perpo_train"]
     # ArxivQA: 6 rows, 2 went to Omni-Bench; Geometry3K: train problem 0 shares an image
     assert perpo["counts"]["source"] == {"arxivqa": 4, "geometry3k": 5, "zebra_cot": 6}
     assert perpo["skipped"] == {OVERLAP_REASON: 3}
-    assert summaries["m3cot_text_cot"]["total"] == 6
+    assert summaries["text_cot"]["total"] == 6
 
 
 def test_unknown_source_fails_before_any_work(cfg, tmp_path, mlflow_tmp):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import BAD_KINDS, LAYOUT, mutate, write_source
+from upstream_fixtures import BAD_KINDS, LAYOUT, mutate, write_source
 
 from omni_r1.data.records import DataError, from_png, record_to_trajectory
 from omni_r1.data.sources import SOURCES, load_source
@@ -67,7 +67,7 @@ def test_vstar_options_parsed_from_text(source_files, hf_cache):
 
 
 def test_local_folder_picks_the_split_files(tmp_path, hf_cache):
-    from conftest import chartqa_row
+    from upstream_fixtures import chartqa_row
 
     folder = tmp_path / "chartqa" / "data"
     write_source("chartqa", folder, [chartqa_row(0), chartqa_row(1)])  # test-00000-of-00001

@@ -1,0 +1,224 @@
+"""Stage ``perpo``: perception-calibrated GRPO from the PeSFT checkpoint (paper §4.2, Table 6).
+
+What it does: loads ``checkpoints/<track>/pesft/`` twice, as the policy and as the frozen
+reference; packs the prompts of ``data/prepared/perpo_train`` with the cached codes of
+their input images (``data/encoded/perpo_train``); runs ``perpo.steps`` steps of
+:class:`omni_r1.training.perpo.PerpoTrainer` (n interleaved samples per prompt, reward
+R = combination of accuracy, format and perception, DAPO group filter with refill,
+PPO-clip with clip-higher, k3 KL to the reference, entropy bonus); saves
+``checkpoints/<track>/perpo/step_<k>/`` at ``perpo.save_steps``, each loadable by
+``load_omni``; writes ``metrics/perpo_<track>.json``. MLflow gets per-step metrics (reward
+and components, kept-group fraction, KL, entropy, clip fraction, lengths, images per
+response, tokens/s), an HTML gallery of sampled trajectories per checkpoint, and the
+checkpoints.
+
+Variants (``--variant``): ``default``; ``no_perception`` sets the perception weight to 0
+(the paper's "w/o PeReward" ablation, Table 4) and writes
+``checkpoints/<track>/perpo_no_perception/`` and ``metrics/perpo_no_perception.json``
+(``metrics/perpo_<track>_no_perception.json`` off the Zero track).
+
+Resume: when the output folder holds a checkpoint written under the same configuration
+hash (params sections, track, variant and the starting weights' sha256), training continues from the latest one with its optimizer, scheduler, RNG and
+prompt cursor (so the DVC stage should keep its outputs: ``persist: true``); a
+checkpoint from another configuration is removed and training starts over.
+
+Where it differs from the paper: the official run uses verl on GPUs (vLLM rollouts,
+FSDP); here the same loss and rewards run in-process on HF ``generate``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from omni_r1.config import Config
+from omni_r1.data.codes import read_codes
+from omni_r1.data.storage import MANIFEST, read_records
+from omni_r1.model.images import decode_codes
+from omni_r1.model.loading import load_omni
+from omni_r1.tracking import file_sha256, log_checkpoint, log_dataset_manifest, stage_run
+from omni_r1.training.checkpoint import (
+    MODEL_INDEX,
+    MODEL_WEIGHTS,
+    OPTIMIZER_META,
+    OPTIMIZER_TENSORS,
+    RNG_TENSORS,
+    TRAINER_STATE,
+    latest_checkpoint,
+)
+from omni_r1.training.perpo import (
+    PerpoTrainer,
+    Response,
+    build_prompts,
+    config_fingerprint,
+    rollout_gallery_html,
+    summary_metrics,
+)
+
+TRACKS = ("omni_r1", "omni_r1_zero")
+PROMPT_DATASET = "perpo_train"
+# Files of the starting checkpoint that a PeRPO checkpoint does not inherit.
+NOT_INHERITED = {
+    MODEL_WEIGHTS,
+    MODEL_INDEX,
+    TRAINER_STATE,
+    OPTIMIZER_TENSORS,
+    OPTIMIZER_META,
+    RNG_TENSORS,
+}
+NOT_INHERITED_PREFIXES = ("model-", "optimizer", "scheduler", "rng_state", "training_args")
+
+
+def no_perception(cfg: Config) -> Config:
+    """The "w/o PeReward" ablation: R without the perception term."""
+    return cfg.model_copy(
+        update={"reward": cfg.reward.model_copy(update={"perception_weight": 0.0})}
+    )
+
+
+VARIANTS: dict[str, Callable[[Config], Config]] = {
+    "default": lambda cfg: cfg,
+    "no_perception": no_perception,
+}
+
+
+def output_paths(cfg: Config, track: str, variant: str) -> tuple[Path, Path, Path]:
+    """(starting checkpoint, checkpoint root, metrics file) of one run."""
+    root = Path(cfg.perpo.checkpoint_dir) / track
+    metrics_dir = Path(cfg.perpo.metrics_dir)
+    if variant == "default":
+        return root / "pesft", root / "perpo", metrics_dir / f"perpo_{track}.json"
+    name = f"perpo_{variant}" if track == "omni_r1_zero" else f"perpo_{track}_{variant}"
+    return root / "pesft", root / f"perpo_{variant}", metrics_dir / f"{name}.json"
+
+
+def model_writer(policy: Any, tokenizer: Any, start_dir: Path) -> Callable[[Path], None]:
+    """Writes a ``load_omni`` folder: the starting checkpoint's other files, then the new weights."""
+
+    def write(folder: Path) -> None:
+        for path in sorted(start_dir.iterdir()):
+            if (
+                path.is_file()
+                and path.name not in NOT_INHERITED
+                and not path.name.startswith(NOT_INHERITED_PREFIXES)
+            ):
+                shutil.copy2(path, folder / path.name)
+        policy.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    return write
+
+
+def image_decoder(omni: Any) -> Callable[[torch.Tensor], list[Any]] | None:
+    """Codes [n, H*W] → PIL images with the checkpoint's VQ decoder, or None without one."""
+    if getattr(omni, "vq_decoder", None) is None:
+        return None
+    return lambda codes: decode_codes(omni.vq_decoder, omni.model.model.vqmodel, codes)
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 of the starting checkpoint's weight files: a new PeSFT model never resumes an old run."""
+    files = sorted(folder.glob("*.safetensors"))
+    return ",".join(f"{path.name}:{file_sha256(path)}" for path in files)
+
+
+def resumable_checkpoint(out_root: Path, fingerprint: str) -> Path | None:
+    """The latest checkpoint under ``out_root`` if written under ``fingerprint``; clears stale ones."""
+    latest = latest_checkpoint(out_root)
+    if latest is None:
+        return None
+    state = json.loads((latest / TRAINER_STATE).read_text(encoding="utf-8"))
+    if state.get("extra", {}).get("fingerprint") == fingerprint:
+        return latest
+    shutil.rmtree(out_root)
+    return None
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if not math.isnan(value)}
+
+
+def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
+    """Train PeRPO for one track (and variant); return the summary metrics."""
+    if track not in TRACKS:
+        raise ValueError(f"unknown track {track!r}; known: {', '.join(TRACKS)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    cfg = VARIANTS[variant](cfg)
+    start_dir, out_root, metrics_path = output_paths(cfg, track, variant)
+    if not start_dir.is_dir():
+        raise FileNotFoundError(
+            f"{start_dir}: no PeSFT checkpoint; run `omni-r1 pesft --track {track}`"
+        )
+    dataset_dir = Path(cfg.data.prepared_dir) / PROMPT_DATASET
+    encoded_dir = Path(cfg.data.encoded_dir) / PROMPT_DATASET
+
+    # setup
+    torch.manual_seed(cfg.run.seed)
+    if cfg.model.source == "tiny" and not torch.cuda.is_available():
+        torch.set_num_threads(1)  # tiny matmuls: more threads only add synchronisation to generate
+    omni = load_omni(cfg, model_dir=str(start_dir))
+    reference = load_omni(cfg, model_dir=str(start_dir)).model.eval()
+    policy = omni.model.eval()
+    prompts = build_prompts(
+        list(read_records(dataset_dir)), read_codes(encoded_dir), omni.layout, omni.tokenizer
+    )
+    fingerprint = config_fingerprint(cfg, extra=f"{track}/{variant}/{weights_digest(start_dir)}")
+    trainer = PerpoTrainer(
+        policy, reference if cfg.grpo.kl_loss_coef > 0 else None, omni.tokenizer, omni.layout, prompts, cfg,
+        write_model=model_writer(policy, omni.tokenizer, start_dir), fingerprint=fingerprint,
+    )  # fmt: skip
+    resume_from = resumable_checkpoint(out_root, fingerprint)
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    decode = image_decoder(omni)
+
+    # work
+    with stage_run(
+        cfg,
+        "perpo",
+        run_name=f"perpo-{track}-{variant}",
+        tags={"omni_r1.track": track, "omni_r1.variant": variant},
+    ):
+        log_dataset_manifest(dataset_dir / MANIFEST, PROMPT_DATASET)
+        mlflow.log_params(
+            {
+                "perpo.track": track,
+                "perpo.variant": variant,
+                "perpo.resumed_from_step": trainer.step_count,
+            }
+        )
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics(_finite(metrics), step=step)
+
+        def on_checkpoint(step: int, folder: Path, responses: list[Response]) -> None:
+            title = f"PeRPO {track} ({variant}) step {step}"
+            html = rollout_gallery_html(
+                responses, prompts, decode, cfg.perpo.gallery_examples, title
+            )
+            mlflow.log_text(html, f"perpo/gallery_step_{step}.html")
+            log_checkpoint(folder, f"checkpoints/step_{step}", cfg.storage)
+
+        history = trainer.train(
+            cfg.perpo.steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint
+        )
+        for name, step in (("start", 0), ("end", trainer.step_count)):
+            if name in trainer.probes:
+                mlflow.log_metrics(
+                    _finite({f"probe/{k}": v for k, v in trainer.probes[name].items()}), step=step
+                )
+        summary = summary_metrics(history, trainer.probes)
+        mlflow.log_dict(summary, "perpo/summary.json")
+
+    # save
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary

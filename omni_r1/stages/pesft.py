@@ -1,0 +1,216 @@
+"""Stage ``pesft``: perception-aligned SFT of the base model, one run per track.
+
+What it does (paper §4.1, REFERENCE §4): trains the omni model (image logits lifted) with
+
+    L = L_CE (assistant tokens, prompt masked) + λ·L_pe (generated-image label positions)
+
+on HF ``Trainer`` (:mod:`omni_r1.training.pesft`), from the base model of ``load_omni``:
+
+- ``--track omni_r1``: the interleaved training set (``pesft.datasets.omni_r1``; paper:
+  Zebra-CoT; embedded default: synthetic Uni-Tasks).
+- ``--track omni_r1_zero``: the bootstrapped set (``zero_bootstrap``; paper: 791 samples
+  bootstrapped from text-only M3CoT by the base model).
+
+Data: prepared records + cached codes → packed sequences (too-long ones dropped, counted).
+Writes ``checkpoints/<track>/pesft/`` (``load_omni`` layout + ``projection.safetensors``
++ ``trainer_state.json``), ``metrics/pesft_<track>.json`` and an MLflow run
+``pesft-<track>`` with per-step cross_entropy, perception, grad_norm, learning_rate,
+tokens_per_s and the checkpoint (artifacts, or its S3 URI when ``storage.s3_uri`` is set).
+
+``parse_rate`` is measured on held-out prompts (``pesft.parse_eval_dataset``, the
+Omni-Bench set by default, never trained on): the share of greedy outputs
+(``generate_interleaved``, ``generation.max_new_tokens``) that ``parse_trajectory`` reads
+with no format issue. ``ce_first`` / ``ce_last`` (and ``perception_*``) are means over the
+first / last ``pesft.loss_window`` logged steps.
+
+Resume: Trainer checkpoints go to ``checkpoints/<track>/pesft_resume/`` (outside the DVC
+output, deleted after success); a rerun after an interruption resumes from the latest one
+when the configuration and data are unchanged, else starts over.
+
+Multi-GPU: ``torchrun --nproc_per_node 8 -m omni_r1.cli pesft --track omni_r1``; rank 0
+writes the checkpoint, metrics and MLflow run.
+
+Where it differs from the paper: the tiny default trains a small random model for a few
+hundred steps at a large learning rate (paper: Anole-7B, lr 1e-5, 1 epoch, ZeRO-2, bf16,
+max length 5100); W is trained by default (official code: a fixed random projection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from transformers.trainer_utils import get_last_checkpoint
+
+from omni_r1.config import Config
+from omni_r1.data.codes import read_codes
+from omni_r1.data.storage import MANIFEST, read_records
+from omni_r1.model.loading import load_omni, save_omni
+from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
+from omni_r1.training.pesft import (
+    MlflowStepLogger,
+    PesftModel,
+    build_projection,
+    build_trainer,
+    greedy_parse_rate,
+    is_main_process,
+    load_packed_dataset,
+    loss_history,
+    prompt_ids,
+    save_projection,
+    training_arguments,
+    window_mean,
+)
+
+RESUME_KEY = "resume_key.json"
+TRAINER_STATE = "trainer_state.json"
+
+
+@dataclass(frozen=True)
+class PesftPaths:
+    dataset: Path  # data/prepared/<name>
+    encoded: Path  # data/encoded/<name>
+    out: Path  # checkpoints/<track>/pesft
+    resume: Path  # checkpoints/<track>/pesft_resume
+    metrics: Path  # metrics/pesft_<track>.json
+
+    @classmethod
+    def of(cls, cfg: Config, track: str) -> PesftPaths:
+        if track not in cfg.pesft.datasets:
+            raise ValueError(f"unknown track {track!r}; known (pesft.datasets): {', '.join(cfg.pesft.datasets)}")
+        name = cfg.pesft.datasets[track]
+        root = Path(cfg.pesft.checkpoint_dir) / track
+        return cls(
+            dataset=Path(cfg.data.prepared_dir) / name,
+            encoded=Path(cfg.data.encoded_dir) / name,
+            out=root / "pesft",
+            resume=root / "pesft_resume",
+            metrics=Path(cfg.pesft.metrics_dir) / f"pesft_{track}.json",
+        )
+
+
+def fingerprint(cfg: Config, dataset_dir: Path) -> str:
+    """Hash of what a resumed run must share with the interrupted one: config and data."""
+    digest = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode())
+    digest.update((dataset_dir / MANIFEST).read_bytes())
+    return digest.hexdigest()
+
+
+def resumable_checkpoint(resume_dir: Path, key: str) -> str | None:
+    """The latest Trainer checkpoint in ``resume_dir`` if it was written under ``key``."""
+    key_file = resume_dir / RESUME_KEY
+    if key_file.exists() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
+        return get_last_checkpoint(str(resume_dir))
+    return None
+
+
+def reset_resume_dir(resume_dir: Path, key: str) -> None:
+    """Clear a stale resume folder and mark it with ``key``."""
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    resume_dir.mkdir(parents=True)
+    (resume_dir / RESUME_KEY).write_text(json.dumps({"key": key}), encoding="utf-8")
+
+
+def held_out_prompts(cfg: Config, omni: Any) -> list[Any]:
+    """Prompt ids of the first ``pesft.parse_eval_prompts`` records of the held-out set."""
+    name = cfg.pesft.parse_eval_dataset
+    dataset_dir, encoded_dir = Path(cfg.data.prepared_dir) / name, Path(cfg.data.encoded_dir) / name
+    records = []
+    for record in read_records(dataset_dir):
+        if len(records) >= cfg.pesft.parse_eval_prompts:
+            break
+        records.append(record)
+    return prompt_ids(records, read_codes(encoded_dir), encoded_dir, omni.layout, omni.tokenizer)
+
+
+def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path) -> None:
+    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    save_omni(omni, out_dir)
+    save_projection(projection, out_dir)
+    trainer.state.save_to_json(str(out_dir / TRAINER_STATE))
+
+
+def summary_metrics(cfg: Config, history: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
+    window = cfg.pesft.loss_window
+    return {
+        "ce_first": window_mean(history, "cross_entropy", window, last=False),
+        "ce_last": window_mean(history, "cross_entropy", window, last=True),
+        "perception_first": window_mean(history, "perception", window, last=False),
+        "perception_last": window_mean(history, "perception", window, last=True),
+        "tokens_per_s": window_mean(history, "tokens_per_s", len(history), last=True),
+        **extra,
+    }
+
+
+def run(cfg: Config, track: str) -> dict[str, Any]:
+    """Train PeSFT on one track; return the metrics written to ``metrics/pesft_<track>.json``."""
+    paths = PesftPaths.of(cfg, track)
+    main = is_main_process()
+    if not (paths.dataset / MANIFEST).exists():
+        hint = "omni-r1 bootstrap" if track == "omni_r1_zero" else "omni-r1 prepare"
+        raise FileNotFoundError(f"{paths.dataset}: no prepared dataset; run `{hint}`")
+    run_context = stage_run(cfg, f"pesft-{track}") if main else contextlib.nullcontext()
+    with run_context:
+        omni = load_omni(cfg)
+        data = load_packed_dataset(
+            paths.dataset, paths.encoded, omni.layout, omni.tokenizer, cfg.packing.max_length
+        )
+        config = omni.model.config
+        projection = build_projection(
+            config.hidden_size, config.vq_config.embed_dim,
+            trainable=cfg.perception.train_projection, seed=cfg.run.seed,
+        )  # fmt: skip
+        pesft_model = PesftModel(
+            omni.model, projection, omni.layout,
+            perception_weight=cfg.perception.weight, alignment=cfg.perception.alignment,
+        )  # fmt: skip
+        key = fingerprint(cfg, paths.dataset)
+        resume = resumable_checkpoint(paths.resume, key)  # every rank resumes from the same one
+        if main and resume is None:
+            reset_resume_dir(paths.resume, key)
+        args = training_arguments(
+            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=sys.stderr.isatty()
+        )
+        trainer = build_trainer(
+            pesft_model, data.sequences, args, pad_id=omni.layout.pad_id, tokenizer=omni.tokenizer,
+            callbacks=[MlflowStepLogger()],
+        )  # fmt: skip
+        if main:
+            log_dataset_manifest(paths.dataset / MANIFEST, cfg.pesft.datasets[track])
+            mlflow.log_metrics({"pesft.records": data.records, "pesft.dropped_sequences": data.dropped})
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume)
+        train_seconds = time.perf_counter() - started
+        if not main:
+            return {}
+
+        save_final(omni, projection, trainer, paths.out)
+        parse = greedy_parse_rate(
+            omni.model, omni.layout, omni.tokenizer, held_out_prompts(cfg, omni),
+            max_new_tokens=cfg.generation.max_new_tokens, max_images=cfg.generation.max_images_per_answer,
+            batch_size=cfg.pesft.parse_eval_batch_size,
+        )  # fmt: skip
+        history = loss_history(trainer.state.log_history)
+        metrics = summary_metrics(
+            cfg, history,
+            parse_rate=parse.rate, parse_eval_prompts=len(parse.ok), parse_eval_dataset=cfg.pesft.parse_eval_dataset,
+            steps=trainer.state.global_step, sequences=len(data.sequences), dropped_sequences=data.dropped,
+            train_seconds=train_seconds, resumed_from=resume,
+        )  # fmt: skip
+        paths.metrics.parent.mkdir(parents=True, exist_ok=True)
+        paths.metrics.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+        mlflow.log_metrics({f"pesft.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        mlflow.log_dict({"texts": parse.texts, "ok": parse.ok}, "pesft/parse_eval.json")
+        log_checkpoint(paths.out, f"checkpoints/{track}/pesft", cfg.storage)
+        shutil.rmtree(paths.resume, ignore_errors=True)
+    return metrics

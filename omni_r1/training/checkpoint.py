@@ -1,0 +1,300 @@
+"""Atomic training checkpoints with everything a bit-exact resume needs.
+
+A checkpoint is one folder. Model files are written by a caller-supplied function (for
+PeRPO: ``save_pretrained`` model + tokenizer + VQ decoder, so the folder is loadable by
+``load_omni``); this module adds the trainer state, all as safetensors or JSON (no pickle):
+
+- ``optimizer.safetensors`` + ``optimizer.json``: every tensor of the optimizer state under
+  ``state.<param index>.<name>``, the rest (param groups, scalar state) as JSON;
+- ``rng_state.safetensors``: torch CPU RNG (and every CUDA device's) as uint8 tensors;
+- ``trainer_state.json``: step, scheduler state, python and numpy RNG states, and any
+  JSON-safe ``extra`` the trainer keeps (prompt cursor, metric history, config hash).
+
+Atomicity: the folder is written under a hidden temporary name beside the final one,
+every file and the folder are fsynced, then it is renamed into place. A failure at any
+point before the rename leaves no folder under the final name, and an older checkpoint of
+the same name is only replaced by a complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_META = "optimizer.json"
+RNG_TENSORS = "rng_state.safetensors"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_INDEX = "model.safetensors.index.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that is missing a file or does not fit the model."""
+
+
+@dataclass
+class TrainerState:
+    """What a trainer restores besides its weights."""
+
+    step: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state
+# ---------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(JSON-safe python + numpy RNG state, torch RNG state tensors)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    json_state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{index}"] = state
+    return json_state, tensors
+
+
+def restore_rng_state(json_state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    version, internal, gauss = json_state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = json_state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer state as safetensors + JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def split_optimizer_state(
+    state_dict: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``optimizer.state_dict()`` → (JSON part, flat tensors ``state.<index>.<name>``)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return {"param_groups": state_dict["param_groups"], "scalars": scalars}, tensors
+
+
+def join_optimizer_state(
+    meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """Inverse of :func:`split_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    groups = [  # JSON turned tuples (betas) into lists
+        {
+            key: tuple(value) if isinstance(value, list) and key != "params" else value
+            for key, value in group.items()
+        }
+        for group in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic folder writes
+# ---------------------------------------------------------------------------------------------
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as stream:
+                os.fsync(stream.fileno())
+    for folder in [*sorted(p for p in root.rglob("*") if p.is_dir()), root]:
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` into a temporary sibling folder, fsync it, rename it to ``directory``.
+
+    Args:
+        directory: the final folder; an existing one is replaced only after ``write`` succeeded.
+        write: fills the folder it is given.
+
+    Returns:
+        ``directory``.
+    """
+    final = Path(directory)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def save_checkpoint(
+    directory: Path | str,
+    *,
+    write_model: Callable[[Path], None],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainerState,
+) -> Path:
+    """Write model files, optimizer, scheduler, RNG and trainer state atomically.
+
+    Args:
+        directory: final checkpoint folder (e.g. ``checkpoints/omni_r1/perpo/step_10``).
+        write_model: writes the model files into the folder it is given.
+        optimizer, scheduler: saved with their full state.
+        state: step and JSON-safe extras.
+
+    Returns:
+        The checkpoint folder.
+    """
+
+    def write(folder: Path) -> None:
+        write_model(folder)
+        meta, tensors = split_optimizer_state(optimizer.state_dict())
+        save_file(tensors, str(folder / OPTIMIZER_TENSORS))
+        _write_json(folder / OPTIMIZER_META, meta)
+        rng_json, rng_tensors = capture_rng_state()
+        save_file(rng_tensors, str(folder / RNG_TENSORS))
+        trainer = {
+            "step": state.step,
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_json,
+            "extra": state.extra,
+        }
+        _write_json(folder / TRAINER_STATE, trainer)
+
+    return write_folder_atomically(directory, write)
+
+
+def load_checkpoint_state(
+    directory: Path | str,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    restore_rng: bool = True,
+) -> TrainerState:
+    """Restore optimizer, scheduler (and RNG) from a checkpoint; return step and extras.
+
+    Raises:
+        CheckpointError: a trainer-state file is missing.
+    """
+    folder = Path(directory)
+    for name in (TRAINER_STATE, OPTIMIZER_TENSORS, OPTIMIZER_META, RNG_TENSORS):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder}: {name} missing, not a resumable checkpoint")
+    trainer = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    meta = json.loads((folder / OPTIMIZER_META).read_text(encoding="utf-8"))
+    optimizer.load_state_dict(
+        join_optimizer_state(meta, load_file(str(folder / OPTIMIZER_TENSORS)))
+    )
+    scheduler.load_state_dict(trainer["scheduler"])
+    if restore_rng:
+        restore_rng_state(trainer["rng"], load_file(str(folder / RNG_TENSORS)))
+    return TrainerState(step=int(trainer["step"]), extra=trainer["extra"])
+
+
+def _weight_files(folder: Path) -> Iterator[Path]:
+    if (folder / MODEL_WEIGHTS).is_file():
+        yield folder / MODEL_WEIGHTS
+        return
+    index = folder / MODEL_INDEX
+    if not index.is_file():
+        raise CheckpointError(f"{folder}: neither {MODEL_WEIGHTS} nor {MODEL_INDEX}")
+    shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+    for name in sorted(set(shards)):
+        yield folder / name
+
+
+def load_model_weights(model: torch.nn.Module, directory: Path | str) -> None:
+    """Load ``save_pretrained`` safetensors weights into ``model`` in place.
+
+    Keys the file leaves out must be tied to a saved parameter (same storage).
+
+    Raises:
+        CheckpointError: unexpected keys, or a missing key that is not tied.
+    """
+    folder = Path(directory)
+    state: dict[str, torch.Tensor] = {}
+    for path in _weight_files(folder):
+        state.update(load_file(str(path)))
+    result = model.load_state_dict(state, strict=False)
+    current = model.state_dict(keep_vars=True)
+    loaded = {current[key].data_ptr() for key in state if key in current}
+    missing = [key for key in result.missing_keys if current[key].data_ptr() not in loaded]
+    if result.unexpected_keys or missing:
+        raise CheckpointError(
+            f"{folder}: weights do not fit the model (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
+
+
+def step_folders(root: Path | str) -> list[tuple[int, Path]]:
+    """``(k, root/step_k)`` for every complete checkpoint folder under ``root``, by k."""
+    found = []
+    for path in Path(root).glob("step_*"):
+        suffix = path.name.removeprefix("step_")
+        if suffix.isdigit() and (path / TRAINER_STATE).is_file():
+            found.append((int(suffix), path))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path | str) -> Path | None:
+    """The complete ``step_<k>`` folder with the largest k, or None."""
+    folders = step_folders(root)
+    return folders[-1][1] if folders else None
