@@ -70,13 +70,6 @@ def bench_dirs(tmp_path_factory, cfg, tiny_omni) -> tuple[Path, Path]:
     return dataset, encoded
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def eval_config(cfg: Any, tmp_path: Path, **eval_changes: Any) -> Any:
     """The repo config with evaluation outputs under tmp_path and a short generation budget."""

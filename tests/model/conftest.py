@@ -108,11 +108,3 @@ def shared_tiny_chameleon() -> TinyChameleon:
     """One model per module, for tests that only read it (e.g. property tests with hypothesis)."""
     return build_tiny_chameleon(seed=1)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not fight parallel test workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import pytest
 import torch
 from PIL import Image
 
@@ -14,14 +13,6 @@ from omni_r1.model.images import decode_codes
 from omni_r1.model.packing import pack_trajectory
 from omni_r1.model.vq import build_decoder
 from omni_r1.training.bootstrap import Draft, bootstrap_records, decoded_images, step_prefix
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def text_cot_records(count: int) -> list[Record]:

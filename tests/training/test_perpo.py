@@ -31,14 +31,6 @@ from omni_r1.training.perpo import (
 NUM_PROMPTS = 6
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest, and reproducibly, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_records(count: int, mixed: set[int]) -> list[Record]:
     """Records whose gold answer says whether the test scorer makes its group mixed."""

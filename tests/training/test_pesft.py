@@ -24,15 +24,6 @@ from omni_r1.training.pesft import (
 from omni_r1.trajectory import BBox, Step, Trajectory, Zoom
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread and do not fight parallel test workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_sequences(tiny: Any, count: int, seed: int = 0) -> list:
     """Trajectories with an input image and one or two step images, random codes."""
     layout = tiny.layout
