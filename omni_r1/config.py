@@ -261,6 +261,7 @@ class PerpoConfig(Section):
     train_batch_size: PositiveInt
     gen_batch_size: PositiveInt
     max_gen_batches: PositiveInt
+    filter_metric: Literal["accuracy", "reward"]
     rollout_n: Annotated[int, Field(ge=2)]
     max_new_tokens: PositiveInt
     ppo_mini_batch_size: PositiveInt

@@ -290,10 +290,22 @@ def generate_and_score(
     ]
 
 
-def keep_mixed_groups(responses: Sequence[Response]) -> list[list[Response]]:
-    """The groups (in order) whose rewards are not all equal (DAPO dynamic sampling)."""
-    rewards = torch.tensor([r.reward for r in responses], dtype=torch.float64)  # [B]
-    keep = mixed_outcome_mask(rewards, [r.group for r in responses])  # [B]
+FILTER_METRICS = {
+    "accuracy": lambda response: response.accuracy,  # verl DAPO recipe: filter_groups.metric=acc
+    "reward": lambda response: response.reward,  # the total reward, perception term included
+}
+
+
+def keep_mixed_groups(responses: Sequence[Response], metric: str) -> list[list[Response]]:
+    """The groups (in order) whose outcomes are not all equal (DAPO dynamic sampling).
+
+    ``metric`` names the outcome (:data:`FILTER_METRICS`). With ``reward`` the continuous
+    perception term makes nearly every group "mixed", so the filter rarely acts; with
+    ``accuracy`` only groups whose answers differ in correctness are trained on.
+    """
+    outcome = FILTER_METRICS[metric]
+    scores = torch.tensor([outcome(r) for r in responses], dtype=torch.float64)  # [B]
+    keep = mixed_outcome_mask(scores, [r.group for r in responses])  # [B]
     groups: dict[int, list[Response]] = {}
     for response, kept in zip(responses, keep.tolist(), strict=True):
         if kept:
@@ -480,7 +492,7 @@ class PerpoTrainer:
             )
             seconds += time.perf_counter() - started
             generated += responses
-            kept += keep_mixed_groups(responses)
+            kept += keep_mixed_groups(responses, perpo.filter_metric)
             batches += 1
         return kept[: perpo.train_batch_size], len(kept), generated, batches, seconds
 

@@ -370,3 +370,22 @@ def test_only_a_same_fingerprint_checkpoint_is_resumed(tmp_path):
         tmp_path / "perpo"
     ).exists()  # stale checkpoints of another configuration are removed
     assert resumable_checkpoint(tmp_path / "perpo", "aaa") is None
+
+
+def test_filter_metric_accuracy_ignores_reward_only_differences():
+    from omni_r1.training.perpo import Response, keep_mixed_groups
+
+    def response(group: int, reward: float, accuracy: float) -> Response:
+        return Response(
+            prompt_index=group, group=group, prompt_ids=torch.zeros(1, dtype=torch.long),
+            response_ids=torch.zeros(1, dtype=torch.long), text="", image_codes=torch.zeros(0, 4),
+            reward=reward, accuracy=accuracy, format=1.0, perception=0.5, has_image=True,
+        )
+
+    # group 0: perception makes rewards differ, every answer wrong; group 1: one answer right
+    responses = [response(0, 0.10, 0.0), response(0, 0.12, 0.0),
+                 response(1, 0.10, 0.0), response(1, 0.95, 1.0)]
+    by_reward = keep_mixed_groups(responses, "reward")
+    by_accuracy = keep_mixed_groups(responses, "accuracy")
+    assert [g[0].group for g in by_reward] == [0, 1]
+    assert [g[0].group for g in by_accuracy] == [1]
