@@ -52,6 +52,7 @@ from omni_r1.model.generation import decode_interleaved, generate_interleaved, g
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logprobs import token_logprobs
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
+from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.registry import RewardBatch, score_batch
 from omni_r1.training.checkpoint import (
     TrainerState,
@@ -240,6 +241,9 @@ def sample_responses(
 def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout) -> Scorer:
     """The PeRPO reward (:func:`score_batch` as ``cfg.reward`` names it) against the policy's codebook."""
     codebook = policy.model.vqmodel.quantize.embedding.weight.detach().float().cpu()  # [K, D]
+    # The codebook is frozen: its [K, K] squared-distance table is built once, and each
+    # image's total variation becomes H*W table lookups (benchmarks/bench_perception.py).
+    squared_distances = codebook_squared_distances(codebook)  # [K, K]
 
     def score(
         texts: Sequence[str],
@@ -250,6 +254,7 @@ def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout) -> Scorer:
         return score_batch(
             cfg.reward, texts, [item.gold for item in owners], response_ids, response_mask, codebook, layout,
             choices=[item.choices for item in owners], answer_types=[item.answer_type for item in owners],
+            squared_distances=squared_distances,
         )  # fmt: skip
 
     return score
