@@ -36,6 +36,14 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda"]
 
 
+class PathsConfig(Section):
+    """Output roots shared by the stages that write and the stages that read them."""
+
+    checkpoints_dir: str
+    metrics_dir: str
+
+
+
 class TrackingConfig(Section):
     experiment: str
     tracking_uri: str
@@ -142,7 +150,6 @@ class DataConfig(Section):
     hub_configs: dict[str, list[str]]
     prepared_dir: str
     encoded_dir: str
-    metrics_dir: str
     shard_size: PositiveInt
     on_bad_record: Literal["error", "skip"]
     synthetic: SyntheticDataConfig
@@ -204,8 +211,6 @@ class PesftConfig(Section):
     """PeSFT recipe on HF Trainer (omni_r1.training.pesft): data per track, optimiser, schedule."""
 
     datasets: dict[str, str]
-    checkpoint_dir: str
-    metrics_dir: str
     max_steps: PositiveInt
     per_device_batch_size: PositiveInt
     gradient_accumulation_steps: PositiveInt
@@ -274,22 +279,18 @@ class PerpoConfig(Section):
     grad_clip: Annotated[float, Field(gt=0.0)]
     probe_prompts: Annotated[int, Field(ge=0)]
     gallery_examples: Annotated[int, Field(ge=0)]
-    checkpoint_dir: str
-    metrics_dir: str
 
 
 class EvalConfig(Section):
     """Omni-Bench evaluation of one checkpoint (omni_r1.eval; paper §5)."""
 
     dataset: str
-    checkpoints_dir: str
     decoding: Literal["greedy", "sample"]
     batch_size: PositiveInt
     max_per_slice: Annotated[int, Field(ge=0)]
     predictions_dir: str
     gallery_dir: str
     gallery_examples: Annotated[int, Field(ge=0)]
-    metrics_dir: str
 
 
 class LlmJudgeConfig(Section):
@@ -334,6 +335,7 @@ class Config(Section):
     """The whole of params.yaml."""
 
     run: RunConfig
+    paths: PathsConfig
     tracking: TrackingConfig
     storage: StorageConfig
     trajectory: TrajectoryConfig

@@ -112,7 +112,7 @@ def stage_run(
     with mlflow.start_run(
         run_name=run_name or stage,
         parent_run_id=parent or None,
-        tags=run_tags(stage, tags),
+        tags=run_tags(stage, tags, cfg.paths.metrics_dir),
         log_system_metrics=cfg.tracking.log_system_metrics,
     ) as run:
         log_config(cfg)

@@ -3,7 +3,7 @@
 Step names, the one vocabulary shared by ``omni-r1 evaluate --step``, the metrics file names
 and the report tables:
 
-| step | checkpoint folder (under ``eval.checkpoints_dir``) | paper name |
+| step | checkpoint folder (under ``paths.checkpoints_dir``) | paper name |
 |---|---|---|
 | ``base`` | none: the configured base model (``model.local_dir`` / ``model.pretrained_id``) | Anole |
 | ``pesft`` | ``<track>/pesft/`` | PeSFT only (Table 4 "w/o PeRPO") |

@@ -107,7 +107,7 @@ def run(cfg: Config) -> dict[str, Any]:
             extra={"kind": "interleaved", "bootstrap_source": cfg.bootstrap.source, "generated_images": images},
         )  # fmt: skip
         summary = manifest_summary(manifest)
-        metrics_path = Path(cfg.data.metrics_dir) / f"data_{name}.json"
+        metrics_path = Path(cfg.paths.metrics_dir) / f"data_{name}.json"
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
         log_dataset_manifest(metrics_path, name, context="bootstrap")

@@ -15,7 +15,7 @@ What it does, for ``--track <t> --step <s>`` (step names in :mod:`omni_r1.eval.c
    ``rule``, or the Appendix F ``llm`` judge);
 5. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
    verdict, number of images, perception score, generated codes and their mean embedding),
-   ``<eval.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per slice and the
+   ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per slice and the
    sample-weighted ``average``) and the trajectory gallery
    ``<eval.gallery_dir>/<track>_<step>.html``, and logs all three to MLflow.
 
@@ -45,7 +45,7 @@ from omni_r1.tracking import stage_run
 
 def checkpoint_folder(cfg: Config, ref: CheckpointRef) -> Path | None:
     """The folder to load (None for ``base``); raises when it is missing."""
-    folder = ref.checkpoint_dir(cfg.eval.checkpoints_dir)
+    folder = ref.checkpoint_dir(cfg.paths.checkpoints_dir)
     if folder is not None and not folder.is_dir():
         raise FileNotFoundError(
             f"{folder}: checkpoint of track {ref.track!r} step {ref.step!r} not found; "
@@ -82,7 +82,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         result = evaluate_items(omni, items, cfg, build_judge(cfg.judge, cfg.reward))
 
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
-        metrics_path = ref.metrics_path(cfg.eval.metrics_dir)
+        metrics_path = ref.metrics_path(cfg.paths.metrics_dir)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(json.dumps(result.metrics, indent=1) + "\n", encoding="utf-8")
         page = render_checkpoint_gallery(

@@ -91,8 +91,8 @@ VARIANTS: dict[str, Callable[[Config], Config]] = {
 
 def output_paths(cfg: Config, track: str, variant: str) -> tuple[Path, Path, Path]:
     """(starting checkpoint, checkpoint root, metrics file) of one run."""
-    root = Path(cfg.perpo.checkpoint_dir) / track
-    metrics_dir = Path(cfg.perpo.metrics_dir)
+    root = Path(cfg.paths.checkpoints_dir) / track
+    metrics_dir = Path(cfg.paths.metrics_dir)
     if variant == "default":
         return root / "pesft", root / "perpo", metrics_dir / f"perpo_{track}.json"
     name = f"perpo_{variant}" if track == "omni_r1_zero" else f"perpo_{track}_{variant}"

@@ -87,13 +87,13 @@ class PesftPaths:
         if track not in cfg.pesft.datasets:
             raise ValueError(f"unknown track {track!r}; known (pesft.datasets): {', '.join(cfg.pesft.datasets)}")
         name = cfg.pesft.datasets[track]
-        root = Path(cfg.pesft.checkpoint_dir) / track
+        root = Path(cfg.paths.checkpoints_dir) / track
         return cls(
             dataset=Path(cfg.data.prepared_dir) / name,
             encoded=Path(cfg.data.encoded_dir) / name,
             out=root / "pesft",
             resume=root / "pesft_resume",
-            metrics=Path(cfg.pesft.metrics_dir) / f"pesft_{track}.json",
+            metrics=Path(cfg.paths.metrics_dir) / f"pesft_{track}.json",
         )
 
 

@@ -124,7 +124,7 @@ def write_dataset(cfg: Config, name: str, plan: DatasetPlan) -> dict[str, Any]:
     manifest = write_records(plan.records, out_dir, name=name, shard_size=cfg.data.shard_size,
                              skipped=plan.skipped, extra=plan.extra)
     summary = manifest_summary(manifest)
-    metrics_path = Path(cfg.data.metrics_dir) / f"data_{name}.json"
+    metrics_path = Path(cfg.paths.metrics_dir) / f"data_{name}.json"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     log_dataset(name, out_dir, summary)

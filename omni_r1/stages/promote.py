@@ -2,7 +2,7 @@
 
 What it does:
 
-1. reads every ``<eval.metrics_dir>/omnibench_<track>_<step>.json`` and picks the checkpoint
+1. reads every ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` and picks the checkpoint
    with the highest Omni-Bench average (PeSFT-only and PeRPO checkpoints; ablations only
    with ``promote.include_ablations``);
 2. opens the MLflow run of the stage, logs that checkpoint folder as its ``checkpoint``
@@ -12,7 +12,7 @@ What it does:
 3. moves ``tracking.champion_alias`` to the new version only when its average beats the
    current champion's (read from the champion version's tags) by more than
    ``promote.min_improvement``;
-4. writes ``<eval.metrics_dir>/promote.json`` (what was registered and whether it won).
+4. writes ``<paths.metrics_dir>/promote.json`` (what was registered and whether it won).
 
 Paper: the released models are the best PeRPO checkpoints by benchmark accuracy
 (Omni-R1-M/L, Zero-T/S/M); the registry and alias are this project's way of recording which
@@ -52,15 +52,15 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 
 def run(cfg: Config) -> dict[str, Any]:
     """Register the best checkpoint; return ``{"version", "promoted", "average", "champion_average", ...}``."""
-    results = read_omnibench_metrics(cfg.eval.metrics_dir)
+    results = read_omnibench_metrics(cfg.paths.metrics_dir)
     best = best_candidate(results, cfg.promote.include_ablations)
     if best is None:
-        raise FileNotFoundError(f"no evaluated checkpoint to promote under {cfg.eval.metrics_dir}")
-    folder = best.ref.checkpoint_dir(cfg.eval.checkpoints_dir)
+        raise FileNotFoundError(f"no evaluated checkpoint to promote under {cfg.paths.metrics_dir}")
+    folder = best.ref.checkpoint_dir(cfg.paths.checkpoints_dir)
     if folder is None or not folder.is_dir():
         raise FileNotFoundError(f"{folder}: checkpoint of {best.ref.name} (average {best.average:.4f}) not found")
     name, alias = cfg.tracking.registered_model, cfg.tracking.champion_alias
-    tags = version_tags(best, data_manifest_tags(cfg.eval.metrics_dir), git_sha())
+    tags = version_tags(best, data_manifest_tags(cfg.paths.metrics_dir), git_sha())
     run_tags = {"omni_r1.track": best.ref.track, "omni_r1.step": best.ref.step}
     with stage_run(cfg, "promote", run_name=f"promote-{best.ref.name}", tags=run_tags) as active:
         client = MlflowClient(tracking_uri(cfg))
@@ -81,7 +81,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "champion_average": previous if previous is None or previous != float("-inf") else None,
         "promoted": promoted,
     }
-    path = Path(cfg.eval.metrics_dir) / "promote.json"
+    path = Path(cfg.paths.metrics_dir) / "promote.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary

@@ -2,8 +2,8 @@
 
 What it does:
 
-- reads every ``<eval.metrics_dir>/omnibench_<track>_<step>.json`` and
-  ``<eval.metrics_dir>/perpo_*.json``;
+- reads every ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` and
+  ``<paths.metrics_dir>/perpo_*.json``;
 - writes ``<report.out_dir>/omnibench.md`` with a table shaped like the paper's Table 2
   (base row, PeSFT-only and PeRPO checkpoints per track; four slices, the sample-weighted
   average, relative gain over the base row) and one like Table 4 (Omni-R1-Zero: w/o PeRPO =
@@ -56,12 +56,12 @@ def generated_image_points(predictions_dir: Path | str) -> tuple[list[list[float
 
 def run(cfg: Config) -> dict[str, Any]:
     """Build the report; return the paths it wrote."""
-    results = read_omnibench_metrics(cfg.eval.metrics_dir)
+    results = read_omnibench_metrics(cfg.paths.metrics_dir)
     if not results:
-        raise FileNotFoundError(f"no omnibench_*.json under {cfg.eval.metrics_dir}; run `omni-r1 evaluate`")
+        raise FileNotFoundError(f"no omnibench_*.json under {cfg.paths.metrics_dir}; run `omni-r1 evaluate`")
     out_dir = Path(cfg.report.out_dir)
     with stage_run(cfg, "report"):
-        plots = write_plots_data(results, read_perpo_metrics(cfg.eval.metrics_dir), cfg.report.plots_dir)
+        plots = write_plots_data(results, read_perpo_metrics(cfg.paths.metrics_dir), cfg.report.plots_dir)
         method = choose_projection(cfg.report.projection)
         embeddings, verdicts = generated_image_points(cfg.eval.predictions_dir)
         projection = plot_projection(

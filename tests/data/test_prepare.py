@@ -17,9 +17,9 @@ from omni_r1.stages import prepare
 
 
 def with_data(cfg, tmp_path, **updates):
-    data = cfg.data.model_copy(update={"prepared_dir": str(tmp_path / "prepared"),
-                                       "metrics_dir": str(tmp_path / "metrics"), **updates})
-    return cfg.model_copy(update={"data": data})
+    data = cfg.data.model_copy(update={"prepared_dir": str(tmp_path / "prepared"), **updates})
+    paths = cfg.paths.model_copy(update={"metrics_dir": str(tmp_path / "metrics")})
+    return cfg.model_copy(update={"data": data, "paths": paths})
 
 
 def test_synthetic_default(cfg, tmp_path, mlflow_tmp):

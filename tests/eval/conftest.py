@@ -74,10 +74,8 @@ def bench_dirs(tmp_path_factory, cfg, tiny_omni) -> tuple[Path, Path]:
 def eval_config(cfg: Any, tmp_path: Path, **eval_changes: Any) -> Any:
     """The repo config with evaluation outputs under tmp_path and a short generation budget."""
     changes = {
-        "checkpoints_dir": str(tmp_path / "checkpoints"),
         "predictions_dir": str(tmp_path / "reports" / "predictions"),
         "gallery_dir": str(tmp_path / "reports" / "gallery"),
-        "metrics_dir": str(tmp_path / "metrics"),
         "batch_size": 4,
         "gallery_examples": 4,
         **eval_changes,
@@ -85,6 +83,9 @@ def eval_config(cfg: Any, tmp_path: Path, **eval_changes: Any) -> Any:
     return cfg.model_copy(
         update={
             "eval": cfg.eval.model_copy(update=changes),
+            "paths": cfg.paths.model_copy(
+                update={"checkpoints_dir": str(tmp_path / "checkpoints"), "metrics_dir": str(tmp_path / "metrics")}
+            ),
             "generation": cfg.generation.model_copy(update={"max_new_tokens": 40}),
             "report": cfg.report.model_copy(
                 update={"out_dir": str(tmp_path / "reports"), "plots_dir": str(tmp_path / "reports" / "plots"),

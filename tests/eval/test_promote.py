@@ -13,10 +13,10 @@ from omni_r1.eval.promote import TAG_AVERAGE, beats, champion_average
 
 def write_eval(cfg, track: str, step: str, average: float) -> None:
     ref = CheckpointRef(track, step)
-    path = ref.metrics_path(cfg.eval.metrics_dir)
+    path = ref.metrics_path(cfg.paths.metrics_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"natural": average, "average": average}))
-    folder = ref.checkpoint_dir(cfg.eval.checkpoints_dir)
+    folder = ref.checkpoint_dir(cfg.paths.checkpoints_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"track": track, "step": step}))
 
@@ -32,8 +32,8 @@ def test_best_is_registered_and_alias_moves_only_on_a_win(eval_cfg, mlflow_tmp, 
 
     monkeypatch.chdir(tmp_path)
     cfg = eval_cfg()
-    (Path(cfg.eval.metrics_dir)).mkdir(parents=True)
-    (Path(cfg.eval.metrics_dir) / "data_omnibench.json").write_text('{"total": 4}')
+    (Path(cfg.paths.metrics_dir)).mkdir(parents=True)
+    (Path(cfg.paths.metrics_dir) / "data_omnibench.json").write_text('{"total": 4}')
     write_eval(cfg, "omni_r1", "pesft", 0.10)
     write_eval(cfg, "omni_r1", "30", 0.40)
     write_eval(cfg, "omni_r1_zero", "no_perception_10", 0.90)  # an ablation: not a candidate
@@ -61,4 +61,4 @@ def test_best_is_registered_and_alias_moves_only_on_a_win(eval_cfg, mlflow_tmp, 
     third = promote.run(cfg)
     assert third["promoted"] and third["checkpoint"] == "omni_r1_zero_20"
     assert int(client.get_model_version_by_alias(name, alias).version) == third["version"]
-    assert json.loads((Path(cfg.eval.metrics_dir) / "promote.json").read_text())["promoted"] is True
+    assert json.loads((Path(cfg.paths.metrics_dir) / "promote.json").read_text())["promoted"] is True

@@ -91,7 +91,7 @@ def test_report_stage_writes_tables_plots_and_projection(eval_cfg, mlflow_tmp, t
 
     monkeypatch.chdir(tmp_path)
     cfg = eval_cfg()
-    metrics_dir = Path(cfg.eval.metrics_dir)
+    metrics_dir = Path(cfg.paths.metrics_dir)
     metrics_dir.mkdir(parents=True)
     for ref, values in RESULTS.items():
         ref.metrics_path(metrics_dir).write_text(json.dumps(values))

@@ -25,7 +25,7 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
         update={"prepared_dir": str(dataset.parent), "encoded_dir": str(encoded.parent)})})
     ref = CheckpointRef("omni_r1_zero", "no_perception_10")
     omni = tiny.build_tiny_for_tests(seed=0)
-    tiny.save_tiny(omni, ref.checkpoint_dir(cfg.eval.checkpoints_dir))
+    tiny.save_tiny(omni, ref.checkpoint_dir(cfg.paths.checkpoints_dir))
     # codes must come from this checkpoint's encoder: re-encode the bench with it
     from omni_r1.data.codes import cache_key, encode_dataset
     from omni_r1.model.images import encode_images
@@ -35,7 +35,7 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
 
     out = evaluate.run(cfg, track=ref.track, step=ref.step)
     metrics = json.loads(out["metrics_path"].read_text())
-    assert out["metrics_path"] == Path(cfg.eval.metrics_dir) / "omnibench_omni_r1_zero_no_perception_10.json"
+    assert out["metrics_path"] == Path(cfg.paths.metrics_dir) / "omnibench_omni_r1_zero_no_perception_10.json"
     assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average"}
     rows = read_predictions(out["predictions"])
     assert len(rows) == 4
