@@ -162,8 +162,6 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
 
     # setup
     torch.manual_seed(cfg.run.seed)
-    if cfg.model.source == "tiny" and not torch.cuda.is_available():
-        torch.set_num_threads(1)  # tiny matmuls: more threads only add synchronisation to generate
     omni = load_omni(cfg, model_dir=str(start_dir))
     reference = load_omni(cfg, model_dir=str(start_dir)).model.eval()
     policy = omni.model.eval()
