@@ -26,27 +26,23 @@ from transformers import (
 from omni_r1.model.generation import InterleavedLogitsProcessor
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logits import with_image_logits
+from omni_r1.model.tiny import special_tokens
 
 NUM_CODES, TEXT_TOKENS, BATCH, PROMPT, NEW_TOKENS, REPEATS = 1024, 1024, 8, 16, 128, 5
-
-
-def image_token_name(code: int) -> str:
-    return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
+# The tiny model's special block (head, image tokens, EOI, BOI, templates, <image>), then text words.
+VOCABULARY = special_tokens(NUM_CODES) + [f"text{i}" for i in range(TEXT_TOKENS)]
 
 
 def small_model() -> tuple[ChameleonForConditionalGeneration, TokenLayout]:
-    names = ["<s>", "<pad>", "</s>", "<unk>"] + [image_token_name(c) for c in range(NUM_CODES)]
-    names += ["<eoss>", "<racm3:break>", "<reserved12856>", "<reserved12857>"]
-    names += ["<reserved12866>", "<reserved12867>"] + [f"text{i}" for i in range(TEXT_TOKENS)]
     vq = ChameleonVQVAEConfig(
         embed_dim=8, num_embeddings=NUM_CODES, latent_channels=32, resolution=64,
         base_channels=32, channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[],
     )  # fmt: skip
     config = ChameleonConfig(
-        vocab_size=len(names), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        vocab_size=len(VOCABULARY), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
         bos_token_id=0, pad_token_id=1, eos_token_id=2, vq_config=vq,
-        vocabulary_map={name: index for index, name in enumerate(names)},
+        vocabulary_map={name: index for index, name in enumerate(VOCABULARY)},
     )  # fmt: skip
     torch.manual_seed(0)
     model = with_image_logits(ChameleonForConditionalGeneration(config).eval())
@@ -56,7 +52,7 @@ def small_model() -> tuple[ChameleonForConditionalGeneration, TokenLayout]:
         image_token_start=start, num_codes=NUM_CODES, grid_h=8, grid_w=8, image_size=64,
         reasoning_open_id=start + NUM_CODES + 2, reasoning_close_id=start + NUM_CODES + 3,
         answer_open_id=start + NUM_CODES + 4, answer_close_id=start + NUM_CODES + 5,
-        vocab_size=len(names),
+        vocab_size=len(VOCABULARY),
     )  # fmt: skip
     return model, layout
 

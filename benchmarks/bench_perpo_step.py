@@ -37,25 +37,15 @@ from omni_r1.training.perpo import PerpoTrainer, PromptItem
 PROMPTS, N, PROMPT_LENGTH, NEW_TOKENS, STEPS = 4, 4, 16, 64, 6
 
 
-def text_tokenizer(vocab_size: int):
+def text_tokenizer():
     """A word-level tokenizer whose ids are the model's ids (``text<i>`` words)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from benchmarks.bench_generation import NUM_CODES, image_token_name
+    from benchmarks.bench_generation import VOCABULARY
 
-    names = ["<s>", "<pad>", "</s>", "<unk>"] + [image_token_name(c) for c in range(NUM_CODES)]
-    names += [
-        "<eoss>",
-        "<racm3:break>",
-        "<reserved12856>",
-        "<reserved12857>",
-        "<reserved12866>",
-        "<reserved12867>",
-    ]
-    names += [f"text{i}" for i in range(vocab_size - len(names))]
     backend = Tokenizer(
-        models.WordLevel({name: i for i, name in enumerate(names)}, unk_token="<unk>")
+        models.WordLevel({name: i for i, name in enumerate(VOCABULARY)}, unk_token="<unk>")
     )
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
@@ -166,7 +156,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        tokenizer = text_tokenizer(small_model()[0].config.vocab_size)
+        tokenizer = text_tokenizer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             local = local_step_seconds(tokenizer)

@@ -26,14 +26,15 @@ from omni_r1.model.layout import (
     ANSWER_OPEN,
     BOI_TOKEN,
     EOI_TOKEN,
-    IMAGE_TOKEN_PREFIX,
     REASONING_CLOSE,
     REASONING_OPEN,
     TokenLayout,
 )
+from omni_r1.model.tiny import HEAD_TOKENS, image_token_name
 
 NUM_CODES = 64
-SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
+# The tiny model's control block without its ``<image>`` placeholder token: sampled text here
+# must only show an image slot where a generated image is.
 CONTROL_TOKENS = [EOI_TOKEN, BOI_TOKEN, REASONING_OPEN, REASONING_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
 
 
@@ -44,19 +45,14 @@ class TinyChameleon:
     layout: TokenLayout
 
 
-def image_token_name(code: int) -> str:
-    """``IMGIMG`` + the code's decimal digits written as letters A..J + ``Z``."""
-    return IMAGE_TOKEN_PREFIX + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
-
-
 def build_tiny_tokenizer(num_codes: int = NUM_CODES) -> PreTrainedTokenizerFast:
-    names = SPECIAL_TOKENS + [image_token_name(c) for c in range(num_codes)] + CONTROL_TOKENS
+    names = HEAD_TOKENS + [image_token_name(c) for c in range(num_codes)] + CONTROL_TOKENS
     names += sorted(set(pre_tokenizers.ByteLevel.alphabet()))
     vocab = {name: index for index, name in enumerate(names)}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens(SPECIAL_TOKENS + CONTROL_TOKENS)
+    backend.add_special_tokens(HEAD_TOKENS + CONTROL_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
