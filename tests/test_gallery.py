@@ -14,7 +14,14 @@ from PIL import Image
 
 from omni_r1.config import Config
 from omni_r1.executor import Executor, GridState
-from omni_r1.gallery import GalleryEntry, GalleryStep, image_data_uri, render_gallery_html
+from omni_r1.gallery import (
+    OUTSIDE_STEP,
+    GalleryEntry,
+    GalleryStep,
+    gallery_entry,
+    image_data_uri,
+    render_gallery_html,
+)
 from omni_r1.stages import gallery as gallery_stage
 from omni_r1.trajectory import BBox, Mark, Step, Trajectory, Zoom, render_trajectory
 
@@ -105,8 +112,8 @@ def test_data_uri_is_a_png_of_the_image() -> None:
     assert decoded.convert("RGB").getpixel((3, 3)) == (1, 2, 3)
 
 
-def test_entry_from_trajectory_places_images_on_image_steps() -> None:
-    traj = Trajectory(
+def image_steps_trajectory() -> Trajectory:
+    return Trajectory(
         question="q",
         input_images=(solid((10, 10), (0, 0, 0)),),
         steps=(
@@ -116,13 +123,31 @@ def test_entry_from_trajectory_places_images_on_image_steps() -> None:
         ),
         final_answer="a",
     )
+
+
+def test_entry_places_images_on_image_steps() -> None:
+    traj = image_steps_trajectory()
     images = [solid((4, 4), (1, 1, 1)), solid((4, 4), (2, 2, 2))]
-    entry = GalleryEntry.from_trajectory(traj, images, verdict=True)
+    entry = gallery_entry(
+        traj.question, traj.steps, images, traj.final_answer,
+        input_images=traj.input_images, verdict=True,
+    )  # fmt: skip
     assert [step.image for step in entry.steps] == [images[0], None, images[1]]
     assert entry.steps[2].action == traj.steps[2].action
-    assert entry.verdict is True
-    with pytest.raises(ValueError, match="1 images for 2 image slots"):
-        GalleryEntry.from_trajectory(traj, images[:1])
+    assert entry.input_images == traj.input_images and entry.verdict is True
+
+
+def test_entry_keeps_images_beyond_the_image_slots_and_leaves_missing_ones_empty() -> None:
+    traj = image_steps_trajectory()
+    images = [solid((4, 4), (value, value, value)) for value in (1, 2, 3, 4)]
+    entry = gallery_entry(traj.question, traj.steps, images, traj.final_answer)
+    shown = [step.image for step in entry.steps if step.image is not None]
+    assert shown == images  # every image, in order
+    assert [step.rationale for step in entry.steps[3:]] == [OUTSIDE_STEP, OUTSIDE_STEP]
+    page = render_gallery_html([entry], title="t")
+    assert page.count('alt="step') == 4
+    short = gallery_entry(traj.question, traj.steps, images[:1], traj.final_answer)
+    assert [step.image for step in short.steps] == [images[0], None, None]
 
 
 def example_fingerprint(examples: list) -> list[tuple[str, str, bytes]]:

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 
 from omni_r1.config import Config, ExecutorConfig
 from omni_r1.executor import Executor, GridState
-from omni_r1.gallery import GalleryEntry, render_gallery_html
+from omni_r1.gallery import gallery_entry, render_gallery_html
 from omni_r1.tracking import stage_run
 from omni_r1.trajectory import BBox, Line, Mark, Pred, Step, Trajectory, Zoom
 
@@ -67,7 +67,12 @@ def run(cfg: Config) -> dict[str, Any]:
         entries = []
         for name, traj, state in examples:
             step_images = executor.execute_trajectory(traj, None, state)
-            entries.append(GalleryEntry.from_trajectory(traj, step_images, name=name))
+            entries.append(
+                gallery_entry(
+                    traj.question, traj.steps, step_images, traj.final_answer,
+                    input_images=traj.input_images, choices=traj.choices, name=name,
+                )
+            )  # fmt: skip
         metrics = gallery_counts([traj for _, traj, _ in examples])
 
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
-from omni_r1.gallery import GalleryEntry, GalleryStep, render_gallery_html
+from omni_r1.gallery import GalleryEntry, gallery_entry, render_gallery_html
 from omni_r1.training.rollout import PromptItem, Response, finite_mean
 from omni_r1.trajectory import parse_trajectory
 
@@ -75,28 +75,20 @@ def gallery_entries(
     decode: Callable[[torch.Tensor], list[Image.Image]] | None,
     limit: int,
 ) -> list[GalleryEntry]:
-    """Sampled trajectories as gallery entries; step images decoded when ``decode`` is given."""
+    """The first ``limit`` responses as gallery entries; their images decoded when ``decode`` is given."""
     entries = []
     for response in list(responses)[:limit]:
         prompt = prompts[response.prompt_index]
         parsed = parse_trajectory(response.text)
-        images = iter(
-            decode(response.image_codes)
-            if decode is not None and response.image_codes.shape[0]
-            else []
-        )
-        steps = tuple(
-            GalleryStep(step.rationale, step.action, next(images, None) if step.has_image else None)
-            for step in parsed.steps
-        )
+        has_codes = decode is not None and response.image_codes.shape[0]
         verdict = (
             f"R={response.reward:.3f} acc={response.accuracy:.2f} fmt={response.format:.0f} "
             f"pe={response.perception:.3f}"
         )
         entries.append(
-            GalleryEntry(
-                question=prompt.question, steps=steps, final_answer=parsed.final_answer,
-                input_images=prompt.input_images, choices=prompt.choices,
+            gallery_entry(
+                prompt.question, parsed.steps, decode(response.image_codes) if has_codes else [],
+                parsed.final_answer, input_images=prompt.input_images, choices=prompt.choices,
                 reference_answer=prompt.gold, verdict=verdict, name=prompt.record_id,
             )
         )  # fmt: skip
@@ -110,4 +102,5 @@ def rollout_gallery_html(
     limit: int,
     title: str,
 ) -> str:
+    """The HTML gallery page of the first ``limit`` responses."""
     return render_gallery_html(gallery_entries(responses, prompts, decode, limit), title)

@@ -258,6 +258,27 @@ def test_gallery_shows_decoded_step_images_and_the_reward(tiny_builder):
     assert rollout_gallery_html([response], prompts, None, 4, "t").count("<img") == 1
 
 
+def test_gallery_keeps_an_image_drawn_outside_any_step(tiny_builder):
+    """Two decoded images, one image slot: both images are shown, as the evaluation gallery does."""
+    tiny = tiny_builder(seed=0)
+    records = make_records(1, mixed=set())
+    codes = input_codes(records, tiny.layout.num_codes, tiny.layout.tokens_per_image)
+    prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer)
+    response = Response(
+        prompt_index=0, group=0, prompt_ids=prompts[0].prompt_ids, response_ids=torch.tensor([2]),
+        text="<image>\nTHOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3",
+        image_codes=torch.zeros(2, tiny.layout.tokens_per_image, dtype=torch.long),
+        reward=0.25, accuracy=0.0, format=0.0, perception=0.5, has_image=True,
+    )  # fmt: skip
+
+    def decode(codes: torch.Tensor) -> list[Image.Image]:
+        return [Image.new("RGB", (8, 8), (0, 0, 40 * i)) for i in range(codes.shape[0])]
+
+    html = rollout_gallery_html([response], prompts, decode, limit=4, title="t")
+    assert html.count('alt="step') == 2 and html.count("<img") == 3
+    assert "(image outside any step)" in html
+
+
 def test_probes_score_start_and_end_without_changing_the_run(tiny_builder, cfg, tmp_path):
     cfg = perpo_cfg(cfg, max_gen_batches=1, lr=0.05)
     cfg = cfg.model_copy(
