@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from omni_r1.config import Config
-from omni_r1.executor import Executor, GridState
 from omni_r1.gallery import (
     OUTSIDE_STEP,
     GalleryEntry,
@@ -23,7 +22,7 @@ from omni_r1.gallery import (
     render_gallery_html,
 )
 from omni_r1.stages import gallery as gallery_stage
-from omni_r1.trajectory import BBox, Mark, Step, Trajectory, Zoom, render_trajectory
+from omni_r1.trajectory import BBox, Mark, Step, Trajectory, Zoom
 
 DATA_URI_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 NASTY = "<script>alert(\"x\")</script> & 'quotes'"
@@ -148,38 +147,6 @@ def test_entry_keeps_images_beyond_the_image_slots_and_leaves_missing_ones_empty
     assert page.count('alt="step') == 4
     short = gallery_entry(traj.question, traj.steps, images[:1], traj.final_answer)
     assert [step.image for step in short.steps] == [images[0], None, None]
-
-
-def example_fingerprint(examples: list) -> list[tuple[str, str, bytes]]:
-    return [
-        (name, render_trajectory(traj), traj.input_images[0].tobytes())
-        for name, traj, _ in examples
-    ]
-
-
-def test_examples_are_seeded_and_execute_cleanly(cfg: Config) -> None:
-    decimals = cfg.trajectory.coordinate_decimals
-    first = gallery_stage.build_examples(4, 7, cfg.executor, decimals)
-    again = gallery_stage.build_examples(4, 7, cfg.executor, decimals)
-    other = gallery_stage.build_examples(4, 8, cfg.executor, decimals)
-    assert example_fingerprint(first) == example_fingerprint(again)
-    assert example_fingerprint(first) != example_fingerprint(other)
-    kinds = {step.action.kind for _, traj, _ in first for step in traj.steps if step.action}
-    assert kinds == {"ZOOM", "BBOX", "MARK", "LINE", "PRED"}
-    executor = Executor(cfg.executor)
-    for _, traj, state in first:
-        images = executor.execute_trajectory(traj, None, state)
-        assert len(images) == sum(step.has_image for step in traj.steps)
-
-
-def test_maze_path_reaches_the_goal(cfg: Config) -> None:
-    examples = gallery_stage.build_examples(4, 3, cfg.executor, cfg.trajectory.coordinate_decimals)
-    _, traj, state = examples[3]
-    assert isinstance(state, GridState)
-    for step in traj.steps:
-        for move in step.action.delta.split(","):
-            state = state.moved(move.strip())
-    assert state.at_goal
 
 
 def test_stage_writes_page_metrics_and_mlflow_artifact(
