@@ -1,4 +1,4 @@
-"""The evaluate stage end to end on a saved tiny checkpoint (needs omni_r1.model.tiny/loading)."""
+"""The evaluate stage end to end on a saved tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import pytest
 
 from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import read_predictions
+from omni_r1.model import tiny
 
 
 def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_cfg, mlflow_tmp, tmp_path, monkeypatch) -> None:
-    tiny = pytest.importorskip("omni_r1.model.tiny", reason="omni_r1.model.tiny (save_tiny) not built yet")
-    pytest.importorskip("omni_r1.model.loading", reason="omni_r1.model.loading (load_omni) not built yet")
     from mlflow.tracking import MlflowClient
 
     from omni_r1.stages import evaluate
