@@ -241,7 +241,7 @@ TEST_CORPUS = [
 ]
 
 
-def build_tiny_for_tests(seed: int = 0) -> OmniModel:
+def build_tiny_for_tests(seed: int) -> OmniModel:
     """A random (untrained) tiny omni model for tests: 32 px images, 4x4 grid, 64 codes.
 
     Same vocabulary layout and loading surface as the pipeline's tiny model; builds in well

@@ -15,7 +15,7 @@ One step (verl's DAPO recipe, written out; rollouts come from :mod:`omni_r1.trai
    mini-batch of ``ppo_mini_batch_size`` prompts, the loss of :func:`ppo_loss` (Eq. 8):
    clipped surrogate with ε_low/ε_high, − entropy_coeff·H + kl_loss_coef·KL_k3(π‖π_ref),
    aggregated by ``loss_agg_mode``; gradients accumulate over micro-batches, are clipped to
-   ``grad_clip``, AdamW steps. The learning rate warms up linearly over ``warmup_steps`` steps.
+   ``max_grad_norm``, AdamW steps. The learning rate warms up linearly over ``warmup_steps`` steps.
 
 Where it differs from verl: rollouts run through HF ``generate`` in-process (verl needs a
 vLLM/SGLang server, and vLLM's Chameleon cannot emit image tokens); old log-probs are
@@ -127,7 +127,7 @@ def build_optimizer(
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
-        lr=cfg.perpo.lr,
+        lr=cfg.perpo.learning_rate,
         betas=tuple(cfg.perpo.adam_betas),
         weight_decay=cfg.perpo.weight_decay,
     )
@@ -270,7 +270,7 @@ class PerpoTrainer:
                     (loss * (rows.stop - rows.start) / (mini_end - mini_start)).backward()
                     for key, value in metrics.items():
                         collected.setdefault(key, []).append(value)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.perpo.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.perpo.max_grad_norm)
                 collected.setdefault("actor/grad_norm", []).append(float(grad_norm))
                 if torch.isfinite(grad_norm):
                     self.optimizer.step()

@@ -34,15 +34,16 @@ SUMMARY_KEYS = {
 
 def summary_metrics(
     history: Sequence[dict[str, float]],
-    probes: dict[str, dict[str, float]] | None = None,
-    window: int = 5,
+    probes: dict[str, dict[str, float]] | None,
+    window: int,
 ) -> dict[str, float | int | str | None]:
     """``metrics/perpo_<track>.json``: values of the starting and of the final policy.
 
     ``<name>_step0`` / ``<name>_last`` come from the fixed-prompt probes when both exist
     (before any update / after the last one), otherwise from the first and last training
-    steps' rollouts (``source`` says which). ``train_<name>_first<w>`` / ``_last<w>`` are
-    training-rollout means over the first and last ``window`` steps; ``history`` holds the
+    steps' rollouts (``source`` says which). ``train_reward_first<w>`` / ``_last<w>`` are
+    training-rollout means over the first and last ``window`` (``perpo.reward_window``) steps;
+    ``history`` holds the
     per-step training-rollout reward and components.
     """
     if not history:

@@ -73,7 +73,7 @@ def build_prompts(
     codes: dict[tuple[str, str], torch.Tensor],
     layout: TokenLayout,
     tokenizer: Any,
-    source: str = "perpo_train",
+    source: str,
 ) -> list[PromptItem]:
     """Pack every record's prompt with its input images' cached codes.
 

@@ -55,7 +55,7 @@ def test_preprocessing_matches_chameleon_image_processor():
 
 def test_encode_gives_codes_that_map_to_the_models_image_tokens(omni):
     images = shape_images(5, 40)
-    codes = encode_images(omni, images, batch_size=2)  # [5, 16]
+    codes = encode_images(omni, images, images_per_pass=2)  # [5, 16]
     layout = omni.layout
     assert codes.shape == (5, layout.tokens_per_image) and codes.dtype == torch.long
     assert int(codes.min()) >= 0 and int(codes.max()) < layout.num_codes

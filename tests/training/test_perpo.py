@@ -104,7 +104,7 @@ def make_trainer(tiny_builder, cfg, mixed: set[int], scorer=None):
     reference = tiny_builder(seed=0)
     records = make_records(NUM_PROMPTS, mixed)
     codes = input_codes(records, policy.layout.num_codes, policy.layout.tokens_per_image)
-    prompts = build_prompts(records, codes, policy.layout, policy.tokenizer)
+    prompts = build_prompts(records, codes, policy.layout, policy.tokenizer, source="test")
     trainer = PerpoTrainer(
         policy.model, reference.model, policy.tokenizer, policy.layout, prompts, cfg,
         write_model=lambda folder: policy.model.save_pretrained(folder), scorer=scorer,
@@ -196,7 +196,7 @@ def test_real_reward_rollouts_are_grouped_and_scored(tiny_builder, cfg):
     assert metrics["reward/mean"] == pytest.approx(
         sum(r.reward for r in responses) / len(responses)
     )
-    assert summary_metrics(trainer.history)["reward_step0"] == pytest.approx(
+    assert summary_metrics(trainer.history, trainer.probes, cfg.perpo.reward_window)["reward_step0"] == pytest.approx(
         metrics["reward/mean"], abs=1e-6
     )
 
@@ -238,7 +238,7 @@ def test_gallery_shows_decoded_step_images_and_the_reward(tiny_builder):
     tiny = tiny_builder(seed=0)
     records = make_records(1, mixed=set())
     codes = input_codes(records, tiny.layout.num_codes, tiny.layout.tokens_per_image)
-    prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer)
+    prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer, source="test")
     response = Response(
         prompt_index=0, group=0, prompt_ids=prompts[0].prompt_ids, response_ids=torch.tensor([2]),
         text="THOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3",
@@ -263,7 +263,7 @@ def test_gallery_keeps_an_image_drawn_outside_any_step(tiny_builder):
     tiny = tiny_builder(seed=0)
     records = make_records(1, mixed=set())
     codes = input_codes(records, tiny.layout.num_codes, tiny.layout.tokens_per_image)
-    prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer)
+    prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer, source="test")
     response = Response(
         prompt_index=0, group=0, prompt_ids=prompts[0].prompt_ids, response_ids=torch.tensor([2]),
         text="<image>\nTHOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3",
@@ -280,7 +280,7 @@ def test_gallery_keeps_an_image_drawn_outside_any_step(tiny_builder):
 
 
 def test_probes_score_start_and_end_without_changing_the_run(tiny_builder, cfg, tmp_path):
-    cfg = perpo_cfg(cfg, max_gen_batches=1, lr=0.05)
+    cfg = perpo_cfg(cfg, max_gen_batches=1, learning_rate=0.05)
     cfg = cfg.model_copy(
         update={"reward": cfg.reward.model_copy(update={"perception_weight": 0.5})}
     )
@@ -303,11 +303,11 @@ def test_probes_score_start_and_end_without_changing_the_run(tiny_builder, cfg, 
     start_again = fresh.probe()
     for key in ("reward/mean", "reward/format", "response/length", "response/images"):
         assert start_again[key] == probed.probes["start"][key]
-    summary = summary_metrics(probed.history, probed.probes)
+    summary = summary_metrics(probed.history, probed.probes, cfg.perpo.reward_window)
     assert summary["source"] == "probe" and summary["steps"] == 2
     assert summary["reward_step0"] == pytest.approx(probed.probes["start"]["reward/mean"], abs=1e-6)
     assert summary["reward_last"] == pytest.approx(probed.probes["end"]["reward/mean"], abs=1e-6)
-    assert summary_metrics(plain.history)["source"] == "training_rollouts"
+    assert summary_metrics(plain.history, plain.probes, cfg.perpo.reward_window)["source"] == "training_rollouts"
 
 
 def test_stage_writes_checkpoints_metrics_gallery_and_resumes(
@@ -325,7 +325,7 @@ def test_stage_writes_checkpoints_metrics_gallery_and_resumes(
     monkeypatch.chdir(tmp_path)
     omni = build_tiny_for_tests(seed=0)
     save_tiny(omni, "checkpoints/omni_r1/pesft")
-    write_records(make_records(4, mixed=set()), "data/prepared/perpo_train", name="perpo_train")
+    write_records(make_records(4, mixed=set()), "data/prepared/perpo_train", name="perpo_train", shard_size=4)
     key = {"tokenizer_hash": "test", "manifest_sha256": "test"}
     encode_dataset(
         "data/prepared/perpo_train",
@@ -333,7 +333,7 @@ def test_stage_writes_checkpoints_metrics_gallery_and_resumes(
         lambda im: encode_images(omni, im),
         key,
     )
-    cfg = perpo_cfg(cfg, steps=2, save_steps=[1, 2], max_gen_batches=1, lr=0.05, probe_prompts=2,
+    cfg = perpo_cfg(cfg, max_steps=2, save_steps=[1, 2], max_gen_batches=1, learning_rate=0.05, probe_prompts=2,
                     gallery_examples=2)  # fmt: skip
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"device": "cpu"})})
 

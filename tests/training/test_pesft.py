@@ -169,7 +169,7 @@ def write_dataset(records: list, root: Path, name: str, omni: Any, encoded_root:
     from omni_r1.data.storage import write_records
     from omni_r1.model.images import encode_images
 
-    write_records(records, root / name)
+    write_records(records, root / name, shard_size=len(records))
     encode_dataset(root / name, encoded_root / name, lambda images: encode_images(omni, images), {"key": "test"})
 
 
