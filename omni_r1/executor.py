@@ -144,7 +144,10 @@ def to_canvas(image: Image.Image, cfg: ExecutorConfig) -> Image.Image:
 
 
 def zoom(image: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
-    """ZOOM: crop the box of v_{t-1} and resize it to R x R."""
+    """ZOOM: crop the box of v_{t-1} and resize it to R x R.
+
+    Paper Appendix A.
+    """
     if not isinstance(image, Image.Image):
         raise ExecutionError(f"expected a PIL image, got {type(image).__name__}")
     rgb = image.convert("RGB")
@@ -154,7 +157,10 @@ def zoom(image: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
 
 
 def draw_bbox(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
-    """BBOX: the box outline, ``line_width`` pixels wide, inside the box."""
+    """BBOX: the box outline, ``line_width`` pixels wide, inside the box.
+
+    Paper Appendix A.
+    """
     left, top, right, bottom = pixel_box(action.x, action.y, action.w, action.h, canvas.size)
     draw = ImageDraw.Draw(canvas)
     draw.rectangle((left, top, right - 1, bottom - 1), outline=cfg.box_color, width=cfg.line_width)
@@ -162,7 +168,10 @@ def draw_bbox(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Im
 
 
 def draw_mark(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
-    """MARK: a disc on a contrasting halo at the point, plus the optional label."""
+    """MARK: a disc on a contrasting halo at the point, plus the optional label.
+
+    Paper Appendix A.
+    """
     cx, cy = pixel_point(action.x, action.y, canvas.size)
     radius = cfg.mark_radius
     halo = radius + cfg.line_width
@@ -203,6 +212,8 @@ def _draw_label(
 
 def draw_line(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
     """LINE: the segment between the pixels of its two end points.
+
+    Paper Appendix A.
 
     PIL draws a wide line as a polygon that can miss its end pixels, so a one-pixel line
     goes on top: every pixel of the digital segment, end points included, is coloured.
@@ -261,7 +272,10 @@ def parse_moves(delta: str) -> tuple[str, ...]:
 
 @register_transition("grid_move")
 def grid_move(state: Any, delta: str) -> GridState:
-    """Move the agent of a :class:`GridState` by one or more comma-separated moves."""
+    """Move the agent of a :class:`GridState` by one or more comma-separated moves.
+
+    PRED, Appendix A.
+    """
     if not isinstance(state, GridState):
         raise ExecutionError(f"grid_move needs a GridState, got {type(state).__name__}")
     for number, move in enumerate(parse_moves(delta), start=1):
@@ -280,7 +294,10 @@ def _failure(kind: IssueKind, message: str, state: object | None) -> ExecResult:
 
 
 class Executor:
-    """Renders v_t = Exec(a_t, v_{t-1}) for the five atomic actions."""
+    """Renders v_t = Exec(a_t, v_{t-1}) for the five atomic actions.
+
+    Paper Appendix A.
+    """
 
     def __init__(self, cfg: ExecutorConfig) -> None:
         self.cfg = cfg

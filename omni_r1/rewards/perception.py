@@ -60,12 +60,18 @@ class PerceptionScores:
 
 
 def exp_score(tv: torch.Tensor, tau: float) -> torch.Tensor:
-    """Paper: exp(−TV/τ)."""
+    """Paper: exp(−TV/τ).
+
+    Paper §4.2, Eq. 10.
+    """
     return torch.exp(-tv / tau)
 
 
 def inv_score(tv: torch.Tensor, tau: float) -> torch.Tensor:
-    """Official default: 1 / (1 + TV/τ)."""
+    """Official default: 1 / (1 + TV/τ).
+
+    Paper §4.2, Eq. 10 as the official code maps it.
+    """
     return 1.0 / (1.0 + tv / tau)
 
 
@@ -126,6 +132,8 @@ def find_image_segments(
 ) -> ImageSegments:
     """Find every complete segment (BOI, exactly H·W image tokens, EOI) with tensor ops.
 
+    Paper §4.2: only complete segments count.
+
     Args:
         response_ids: [B, L] generated token ids.
         response_mask: [B, L] 1 for real response tokens, 0 for padding.
@@ -161,6 +169,8 @@ def segment_total_variation(
 ) -> torch.Tensor:
     """TV of each segment from one embedding lookup.
 
+    Paper §4.2.
+
     Args:
         codes: [N, H*W] codebook indices, row-major.
         codebook: [K, D] frozen VQ embeddings E.
@@ -190,6 +200,8 @@ def segment_total_variation_from_table(
     codes: torch.Tensor, squared_distances: torch.Tensor, dim: int, grid_h: int, grid_w: int
 ) -> torch.Tensor:
     """The same TV as :func:`segment_total_variation`, from a [K, K] distance table.
+
+    Paper §4.2.
 
     Only N·H·W scalar lookups: no [N, H, W, D] tensor is materialised.
     """
@@ -229,6 +241,8 @@ def perception_score(
     squared_distances: torch.Tensor | None = None,
 ) -> PerceptionScores:
     """Perception reward of a batch of responses, vectorised over all segments.
+
+    Paper §4.2 perception reward, Eq. 10.
 
     Args:
         response_ids: [B, L] generated token ids.

@@ -4,15 +4,15 @@ One step (verl's DAPO recipe, written out; rollouts come from :mod:`omni_r1.trai
 
 1. Generation. Take ``gen_batch_size`` prompts, sample ``rollout_n`` interleaved responses
    each with the grammar-constrained sampler (temperature and top-p from ``generation``),
-   decode them and score them (accuracy, format, perception → R, Eq. 4-6).
+   decode them and score them (accuracy, format, perception → R, paper §4.2, Appendix B).
 2. Group filter (dynamic sampling). Keep the prompt groups whose ``perpo.filter_metric``
    (accuracy by default) is not the same for every response; generate again until
    ``train_batch_size`` groups are kept or ``max_gen_batches`` generation batches were tried,
    then train on what was kept (an empty keep skips the update and is logged).
 3. Old and reference log-probs of the kept responses: π_old is the policy before this
    step's update, π_ref the frozen starting checkpoint (PeSFT).
-4. Group-relative advantages A_i = (r_i − mean_G)/(std_G + ε) (Eq. 7) and, per PPO
-   mini-batch of ``ppo_mini_batch_size`` prompts, the loss of :func:`ppo_loss` (Eq. 8):
+4. Group-relative advantages A_i = (r_i − mean_G)/(std_G + ε) (§4.2, GRPO) and, per PPO
+   mini-batch of ``ppo_mini_batch_size`` prompts, the loss of :func:`ppo_loss` (§4.2, Table 6):
    clipped surrogate with ε_low/ε_high, − entropy_coeff·H + kl_loss_coef·KL_k3(π‖π_ref),
    aggregated by ``loss_agg_mode``; gradients accumulate over micro-batches, are clipped to
    ``max_grad_norm``, AdamW steps. The learning rate warms up linearly over ``warmup_steps`` steps.
