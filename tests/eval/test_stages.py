@@ -12,6 +12,7 @@ from omni_r1.eval.evaluate import read_predictions
 from omni_r1.model import tiny
 
 
+@pytest.mark.slow
 def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_cfg, mlflow_tmp, tmp_path, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
 

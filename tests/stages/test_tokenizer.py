@@ -25,6 +25,7 @@ def stage_cfg(cfg, tmp_path, source="tiny"):
     })
 
 
+@pytest.mark.slow
 def test_tiny_stage_writes_model_metrics_and_mlflow_run(cfg, tmp_path, mlflow_tmp):
     write_records(synthetic.generate("train", 1, cfg), tmp_path / "prepared" / "sft_train", shard_size=cfg.data.shard_size)
     run_cfg = stage_cfg(cfg, tmp_path)

@@ -310,6 +310,7 @@ def test_probes_score_start_and_end_without_changing_the_run(tiny_builder, cfg, 
     assert summary_metrics(plain.history, plain.probes, cfg.perpo.reward_window)["source"] == "training_rollouts"
 
 
+@pytest.mark.slow
 def test_stage_writes_checkpoints_metrics_gallery_and_resumes(
     cfg, tmp_path, mlflow_tmp, monkeypatch
 ):

@@ -173,6 +173,7 @@ def write_dataset(records: list, root: Path, name: str, omni: Any, encoded_root:
     encode_dataset(root / name, encoded_root / name, lambda images: encode_images(omni, images), {"key": "test"})
 
 
+@pytest.mark.slow
 def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monkeypatch) -> None:
     """Stages on a tiny saved model: text CoT → bootstrap → PeSFT (Zero track) → checkpoint."""
     import json
