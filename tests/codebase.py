@@ -193,3 +193,45 @@ def restated_defaults(sources: Iterable[Path], params: Mapping[str, Any]) -> lis
                 if value is not None and any(type(v) is type(value) and v == value for v in values):
                     found.append(f"{path.name}:{node.lineno} {node.name}({name}={value!r})")
     return found
+
+
+# --------------------------------------------------------------------------- layers
+
+# Lower layers never import higher ones: a module may import its own package or a package of
+# a lower layer. The library's packages, bottom to top.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("omni_r1", "omni_r1.config", "omni_r1.trajectory"),
+    ("omni_r1.grid", "omni_r1.storage"),
+    ("omni_r1.executor", "omni_r1.gallery", "omni_r1.tracking"),
+    ("omni_r1.data",),
+    ("omni_r1.model",),
+    ("omni_r1.rewards",),
+    ("omni_r1.training", "omni_r1.eval"),
+    ("omni_r1.stages",),
+    ("omni_r1.cli",),
+)
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    """``(layer index, owning unit)`` of a module: the longest unit of :data:`LAYERS` it is in."""
+    best: tuple[int, str] | None = None
+    for index, units in enumerate(LAYERS):
+        for unit in units:
+            inside = module == unit or module.startswith(f"{unit}.")
+            if inside and (best is None or len(unit) > len(best[1])):
+                best = (index, unit)
+    if best is None:
+        raise KeyError(f"{module}: in no layer of LAYERS")
+    return best
+
+
+def upward_imports(graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """``"a -> b"`` for each import of a unit on the same or a higher layer than the importer's."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        layer, unit = layer_of(module)
+        for name in sorted(imported):
+            other_layer, other_unit = layer_of(name)
+            if other_unit != unit and other_layer >= layer:
+                found.append(f"{module} -> {name}")
+    return found

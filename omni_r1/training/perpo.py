@@ -157,7 +157,8 @@ class PerpoTrainer:
     """Holds the policy, reference, optimiser and prompt cursor; runs and checkpoints steps.
 
     Args:
-        policy: the Chameleon model trained (switched to image-logit-keeping forward).
+        policy: the Chameleon model trained (switched to image-logit-keeping forward); its VQ
+            image tokenizer is frozen (no gradient reaches it, and the codebook must not move).
         reference: the frozen starting checkpoint (None: no KL term).
         tokenizer, layout: the policy's.
         prompts: RL prompts (:func:`build_prompts`).
@@ -184,6 +185,7 @@ class PerpoTrainer:
         self.write_model, self.fingerprint = write_model, fingerprint
         if reference is not None:
             reference.requires_grad_(False)
+        policy.model.vqmodel.requires_grad_(False)  # the image tokenizer stays frozen, as in PeSFT
         self.optimizer, self.scheduler = build_optimizer(policy, cfg)
         self.cursor = PromptCursor(len(self.prompts), cfg.run.seed)
         self.settings = rollout_settings(cfg)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from tiny_models import build_tiny_for_tests
 from transformers.models.chameleon.image_processing_pil_chameleon import ChameleonImageProcessorPil
 
 from omni_r1.model.images import (
@@ -18,7 +19,6 @@ from omni_r1.model.images import (
     preprocess_images,
     token_ids_to_codes,
 )
-from omni_r1.model.tiny import build_tiny_for_tests
 
 
 def shape_images(count: int, size: int, seed: int = 0) -> list[Image.Image]:

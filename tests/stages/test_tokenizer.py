@@ -6,11 +6,12 @@ import json
 
 import mlflow
 import pytest
+from tiny_models import TEST_TINY
 
 from omni_r1.data import synthetic
 from omni_r1.data.storage import write_records
 from omni_r1.model.loading import load_omni
-from omni_r1.model.tiny import TEST_TINY, tokenizer_hash
+from omni_r1.model.tiny import tokenizer_hash
 from omni_r1.stages import tokenizer as stage
 
 

@@ -179,11 +179,12 @@ def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monke
     import json
 
     import mlflow
+    from tiny_models import build_tiny_for_tests
 
     from omni_r1.data.storage import read_records
     from omni_r1.data.synthetic import generate
     from omni_r1.model.loading import load_omni
-    from omni_r1.model.tiny import build_tiny_for_tests, save_tiny
+    from omni_r1.model.tiny import save_tiny
     from omni_r1.stages import bootstrap as bootstrap_stage
     from omni_r1.stages import pesft as pesft_stage
     from omni_r1.training.pesft import load_projection
