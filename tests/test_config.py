@@ -8,6 +8,7 @@ import yaml
 from codebase import module_files, restated_defaults, unread_leaves
 
 from omni_r1.config import (
+    TRACKS,
     Config,
     ConfigError,
     Section,
@@ -152,3 +153,21 @@ def test_one_spelling_per_idea_across_sections(repo_root: Path) -> None:
     names = {dotted.rsplit(".", 1)[-1] for dotted, _ in flatten(_defaults(repo_root))}
     for spellings in SYNONYMS:
         assert len(names & set(spellings)) <= 1, spellings
+
+
+def test_dvc_yaml_loops_over_the_config_tracks(repo_root: Path) -> None:
+    params = _defaults(repo_root)
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+
+    def resolved(value):  # "${pesft.datasets}" -> that params.yaml value
+        if not (isinstance(value, str) and value.startswith("${")):
+            return value
+        node = params
+        for key in value.strip("${}").split("."):
+            node = node[key]
+        return node
+
+    loops = [resolved(stage["foreach"]) for stage in stages.values() if "foreach" in stage]
+    loops += [stage["matrix"]["track"] for stage in stages.values() if "track" in stage.get("matrix", {})]
+    assert len(loops) >= 4  # pesft, perpo, evaluate_pesft, evaluate
+    assert all(tuple(loop) == TRACKS for loop in loops)  # a dict loops over its keys

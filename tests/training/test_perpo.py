@@ -20,11 +20,9 @@ from omni_r1.rewards.registry import RewardBatch
 from omni_r1.training.perpo import PerpoTrainer
 from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
 from omni_r1.training.rollout import (
-    PromptCursor,
     Response,
     build_prompts,
     collate_responses,
-    response_lengths,
 )
 
 NUM_PROMPTS = 6
@@ -203,12 +201,6 @@ def test_real_reward_rollouts_are_grouped_and_scored(tiny_builder, cfg):
     )
 
 
-def test_response_lengths_stop_at_first_eos():
-    eos = 2
-    generated = torch.tensor([[5, 6, eos, 1, 1], [5, eos, 7, eos, 1], [5, 6, 7, 8, 9]])
-    assert response_lengths(generated, eos).tolist() == [3, 2, 5]
-
-
 def test_collated_batch_puts_responses_after_left_padded_prompts(tiny_builder, cfg):
     cfg = perpo_cfg(cfg, max_gen_batches=1)
     trainer, _ = make_trainer(tiny_builder, cfg, mixed={0, 1, 2, 3, 4, 5}, scorer=GroupScorer())
@@ -226,14 +218,6 @@ def test_collated_batch_puts_responses_after_left_padded_prompts(tiny_builder, c
             batch.input_ids[row, batch.prompt_width - p : batch.prompt_width], response.prompt_ids
         )
         assert batch.attention_mask[row, : batch.prompt_width - p].sum() == 0
-
-
-def test_prompt_cursor_is_a_seeded_permutation_per_epoch():
-    cursor = PromptCursor(5, seed=3)
-    first, second = cursor.take(5), cursor.take(5)
-    assert sorted(first) == sorted(second) == list(range(5))
-    resumed = PromptCursor(5, seed=3, position=3)
-    assert resumed.take(4) == (first + second)[3:7]
 
 
 def test_gallery_shows_decoded_step_images_and_the_reward(tiny_builder):
@@ -394,22 +378,3 @@ def test_only_a_same_fingerprint_checkpoint_is_resumed(tmp_path):
         tmp_path / "perpo"
     ).exists()  # stale checkpoints of another configuration are removed
     assert resumable_checkpoint(tmp_path / "perpo", "aaa") is None
-
-
-def test_filter_metric_accuracy_ignores_reward_only_differences():
-    from omni_r1.training.rollout import Response, keep_mixed_groups
-
-    def response(group: int, reward: float, accuracy: float) -> Response:
-        return Response(
-            prompt_index=group, group=group, prompt_ids=torch.zeros(1, dtype=torch.long),
-            response_ids=torch.zeros(1, dtype=torch.long), text="", image_codes=torch.zeros(0, 4),
-            reward=reward, accuracy=accuracy, format=1.0, perception=0.5, has_image=True,
-        )
-
-    # group 0: perception makes rewards differ, every answer wrong; group 1: one answer right
-    responses = [response(0, 0.10, 0.0), response(0, 0.12, 0.0),
-                 response(1, 0.10, 0.0), response(1, 0.95, 1.0)]
-    by_reward = keep_mixed_groups(responses, "reward")
-    by_accuracy = keep_mixed_groups(responses, "accuracy")
-    assert [g[0].group for g in by_reward] == [0, 1]
-    assert [g[0].group for g in by_accuracy] == [1]
