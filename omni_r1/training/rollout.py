@@ -11,8 +11,8 @@ needs rollouts without a trainer:
    text → BOI → exactly H·W image tokens → EOI → text).
 3. Scoring. :func:`score_responses` decodes response token ids and scores them through the
    one grader (:func:`omni_r1.rewards.registry.score_batch`: accuracy, format, perception →
-   R, paper §4.2 and Appendix B). It needs no policy and no trainer, so responses generated elsewhere (a verl
-   reward manager receives token ids) are scored by the same code.
+   R, paper §4.2 and Appendix B). It needs no policy and no trainer, so responses generated
+   elsewhere (a verl reward manager receives token ids) are scored by the same code.
 4. Group filter. :func:`keep_mixed_groups` keeps the prompt groups whose filter metric
    (``perpo.filter_metric``) is not the same for every response (DAPO dynamic sampling).
 5. Collation. :func:`collate_responses` lays kept responses out as the log-prob inputs:
