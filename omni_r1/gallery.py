@@ -3,7 +3,8 @@
 Each entry shows the question (and choices), the input image(s), every step's rationale,
 its action in the trajectory text syntax (``ZOOM(0.1, 0.2, 0.3, 0.3)``) and its image,
 then the final answer, the reference answer and the verdict when an evaluation supplies
-them. Images are embedded as base64 PNG data URIs and all text is HTML-escaped, so the
+them. An evaluation also shows, beside a generated image, the executor's rendering of the
+same action and the image's fidelity scores (or why it was not scored). Images are embedded as base64 PNG data URIs and all text is HTML-escaped, so the
 page needs no other file and no network; it is logged to MLflow as one artifact.
 """
 
@@ -29,6 +30,8 @@ class GalleryStep:
     rationale: str
     action: Action | None = None
     image: Image.Image | None = None
+    rendering: Image.Image | None = None  # the executor's rendering of the same action
+    note: str | None = None  # fidelity scores, or why the image was not scored
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ figure {{ display: inline-block; margin: 0.3em 1em 0.3em 0; }}
 figure img {{ width: {DISPLAY_WIDTH}px; height: auto; image-rendering: pixelated;
   border: 1px solid #999; }}
 code.action {{ background: #eef; padding: 0.1em 0.4em; }}
+figcaption {{ font-size: 0.8em; color: #555; }}
+p.fidelity {{ font-size: 0.9em; color: #335; }}
 .verdict-true {{ color: #070; }} .verdict-false {{ color: #a00; }}
 """
 
@@ -132,7 +137,15 @@ def _render_step(number: int, step: GalleryStep) -> str:
             f'<p>ACTION: <code class="action">{_text(render_action(step.action))}</code></p>'
         )
     if step.image is not None:
-        parts.append(f"<figure>{_img(step.image, f'step {number} image')}</figure>")
+        caption = "<figcaption>generated</figcaption>" if step.rendering is not None else ""
+        parts.append(f"<figure>{_img(step.image, f'step {number} image')}{caption}</figure>")
+    if step.rendering is not None:
+        parts.append(
+            f"<figure>{_img(step.rendering, f'step {number} rendering')}"
+            "<figcaption>executor rendering</figcaption></figure>"
+        )
+    if step.note is not None:
+        parts.append(f'<p class="fidelity">{_text(step.note)}</p>')
     parts.append("</li>")
     return "".join(parts)
 
