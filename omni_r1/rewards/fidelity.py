@@ -274,3 +274,45 @@ def visual_codec(vqmodel: Any, decoder: Any, batch_size: int) -> VisualCodec:
     if decoder is not None:
         decode = lambda codes: decode_pixels(decoder, vqmodel, codes, batch_size=batch_size)  # noqa: E731
     return VisualCodec(encode=encode, codebook=vqmodel.quantize.embedding.weight, decode=decode)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reward term: from response token ids
+# ---------------------------------------------------------------------------------------------
+
+NEEDS_DECODER = frozenset({"psnr"})  # headlines that read decoded pixels
+
+
+def response_fidelity(
+    texts: Sequence[str],
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    layout: Any,
+    input_images: Sequence[Image.Image | None],
+    states: Sequence[object | None],
+    executor: Executor,
+    codec: VisualCodec,
+    psnr_cap_db: float,
+    headline: str,
+) -> torch.Tensor:
+    """Mean headline fidelity of each response's scored images, from token ids: [B], NaN where none.
+
+    The generated images are the complete segments of ``response_ids`` (BOI, H·W image
+    tokens, EOI, inside ``response_mask``: the images the perception reward reads), so a
+    reward manager that receives token ids scores with the same code as the evaluation.
+
+    Args:
+        texts: B decoded responses (``<image>`` per complete image).
+        response_ids, response_mask: [B, L].
+        layout: the :class:`~omni_r1.model.layout.TokenLayout`.
+        input_images, states: v_0 and the task state of each response's prompt.
+        executor, codec, psnr_cap_db, headline: as in :func:`score_fidelity`.
+    """
+    from omni_r1.rewards.perception import find_image_segments
+
+    segments = find_image_segments(response_ids, response_mask, layout)  # codes [N, H*W]
+    inputs = [
+        FidelityInput(text, segments.codes[segments.batch_index == row], image, state)
+        for row, (text, image, state) in enumerate(zip(texts, input_images, states, strict=True))
+    ]
+    return score_fidelity(inputs, executor, codec, psnr_cap_db, headline).per_response()
