@@ -25,9 +25,9 @@ For one response (text with ``<image>`` per generated image, and its codes ``[n,
      [K, D], the distance of the perception loss of §4.1);
    - PSNR of the decoded generated image against the decoded rendering codes (both
      through the same VQ decoder, pixels in [0, 1]): ``min(10·log10(1 / MSE), cap)``, the
-     cap when the images are equal. Comparing with the rendering as the tokenizer
-     reproduces it keeps the tokenizer's own loss out of the model's score. NaN without a
-     VQ decoder.
+     cap when the codes are equal (then nothing is decoded). Comparing with the rendering
+     as the tokenizer reproduces it keeps the tokenizer's own loss out of the model's
+     score. NaN without a VQ decoder.
 
 The headline score (``fidelity.headline``: code agreement, or PSNR / cap) is what the report
 column, the pass threshold and the reward term read. Everything after the executor is
@@ -199,6 +199,22 @@ def psnr(generated: torch.Tensor, reference: torch.Tensor, cap_db: float) -> tor
     return value.clamp(max=cap_db)
 
 
+def decoded_psnr(
+    generated: torch.Tensor, reference: torch.Tensor, decode: DecodePixels, cap_db: float
+) -> torch.Tensor:
+    """PSNR of the decoded codes: [S, H*W] x 2 → [S] dB.
+
+    Pairs with identical codes decode to identical pixels, so they score the cap without
+    being decoded; the others are decoded in one pass (generated and reference together).
+    """
+    out = torch.full((generated.shape[0],), cap_db, dtype=torch.float64)  # [S]
+    differ = (generated != reference).any(dim=-1).nonzero().squeeze(-1)  # [S']
+    if differ.numel():
+        pixels = decode(torch.cat([generated[differ], reference[differ]]))  # [2S', 3, P, P]
+        out[differ] = psnr(pixels[: differ.numel()], pixels[differ.numel() :], cap_db)
+    return out
+
+
 HEADLINES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
     "code_agreement": lambda agreement, psnr_db, cap_db: agreement,
     "psnr": lambda agreement, psnr_db, cap_db: psnr_db / cap_db,
@@ -249,8 +265,7 @@ def score_fidelity(
         agreement[rows] = code_agreement(generated, reference)
         distance[rows] = embedding_distance(generated, reference, codec.codebook)
         if codec.decode is not None:
-            pixels = codec.decode(torch.cat([generated, reference]))  # [2S, 3, P, P] in one pass
-            psnr_db[rows] = psnr(pixels[: len(scored)], pixels[len(scored) :], psnr_cap_db)
+            psnr_db[rows] = decoded_psnr(generated, reference, codec.decode, psnr_cap_db)
     return FidelityScores(
         response_index=torch.tensor(owners, dtype=torch.long),
         status=tuple(ref.status for ref in references),

@@ -172,3 +172,20 @@ def test_pred_rendering_is_the_next_state(executor) -> None:
     )
     expected = executor.execute(Pred(transition="grid_move", delta="right"), None, grid).image
     assert references[0].rendering.tobytes() == expected.tobytes()
+
+
+def test_equal_codes_are_not_decoded() -> None:
+    from omni_r1.rewards.fidelity import decoded_psnr
+
+    decoded_rows: list[int] = []
+
+    def decode(codes: torch.Tensor) -> torch.Tensor:  # code c → a flat image of value c/10 - 1 in [-1, 1]
+        decoded_rows.append(codes.shape[0])
+        return (codes.double().mean(-1) / 10.0 - 1.0).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+
+    generated = torch.tensor([[1, 1], [0, 0]])
+    reference = torch.tensor([[1, 1], [10, 10]])
+    values = decoded_psnr(generated, reference, decode, CAP)
+    assert decoded_rows == [2]  # only the differing pair, generated and reference in one pass
+    # row 1: pixels -1 vs 0 → 0 vs 0.5 on [0, 1] → MSE 0.25 → 6.0206 dB
+    torch.testing.assert_close(values, torch.tensor([CAP, 10 * math.log10(4.0)], dtype=torch.float64))
