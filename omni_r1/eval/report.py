@@ -210,6 +210,7 @@ def report_markdown(
         "## Table 2: main results",
         "",
         f"Base row: {base_note}. Gain = relative change of Avg over the base row.",
+        "",
         fidelity_legend(results),
         "",
         markdown_table(table2_rows(results), "Gain vs base"),
