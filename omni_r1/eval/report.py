@@ -275,7 +275,7 @@ def fidelity_series(results: Mapping[CheckpointRef, Mapping[str, Any]], track: s
     return rows
 
 
-FIDELITY_SERIES_COLUMNS = ("step", *UNI_TASKS, AVERAGE_KEY, "low", "high", "pass_share")
+FIDELITY_SERIES_COLUMNS = ("step", *UNI_TASKS, "pass_share", "low", "high", AVERAGE_KEY)  # dvc plots: y = last
 
 
 def accuracy_series(results: Mapping[CheckpointRef, Mapping[str, Any]], track: str) -> list[dict[str, Any]]:
