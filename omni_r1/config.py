@@ -196,6 +196,7 @@ class RewardConfig(Section):
     accuracy_weight: Annotated[float, Field(ge=0.0)]
     format_weight: Annotated[float, Field(ge=0.0)]
     perception_weight: Probability
+    fidelity_weight: Annotated[float, Field(ge=0.0)]
 
 
 class PerceptionConfig(Section):
@@ -294,6 +295,22 @@ class EvalConfig(Section):
     gallery_examples: Annotated[int, Field(ge=0)]
 
 
+class FidelityConfig(Section):
+    """Generated image vs the executor's rendering of its action (omni_r1.rewards.fidelity)."""
+
+    psnr_cap_db: Annotated[float, Field(gt=0.0)]
+    headline: Literal["code_agreement", "psnr"]
+    pass_threshold: Probability
+    batch_size: PositiveInt
+
+
+class IntervalsConfig(Section):
+    """Seeded percentile-bootstrap intervals of evaluation metrics (omni_r1.eval.intervals)."""
+
+    resamples: PositiveInt
+    confidence: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
 class LlmJudgeConfig(Section):
     """An OpenAI-compatible chat endpoint as the Appendix F judge."""
 
@@ -354,6 +371,8 @@ class Config(Section):
     grpo: GrpoConfig
     perpo: PerpoConfig
     eval: EvalConfig
+    fidelity: FidelityConfig
+    intervals: IntervalsConfig
     judge: JudgeConfig
     report: ReportConfig
     promote: PromoteConfig

@@ -297,6 +297,15 @@ def record_seed(base_seed: int, split: str, uni_task: str, index: int) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
 
 
+def initial_state(record: Record) -> Any:
+    """The task state a record starts from: the grid of a synthetic state-rendered Uni-Task
+    (PRED transitions act on it), None for every other record."""
+    generator = GENERATORS.get(record.uni_task)
+    if record.source != SOURCE or generator is None or generator.render is not None:
+        return None
+    return grid_state(record.meta)
+
+
 def make_record(uni_task: str, split: str, index: int, cfg: Config, executor: Any) -> Record:
     """Build one synthetic record: sample, render v0, execute every action for v_t."""
     generator = GENERATORS[uni_task]

@@ -106,6 +106,34 @@ def encode_images(
 
 
 @torch.no_grad()
+def decode_pixels(
+    decoder: VQDecoder,
+    vqmodel: ChameleonVQVAE,
+    codes: torch.Tensor,
+    images_per_pass: int = 16,
+) -> torch.Tensor:
+    """Codebook indices ``[N, H*W]`` → decoder pixels ``[N, 3, S, S]`` on CPU, clamped to [-1, 1].
+
+    Codebook lookup, post-quant conv, decoder, ``images_per_pass`` images per forward pass
+    (memory only: the pixels do not depend on it).
+    """
+    grid = int(round(codes.shape[-1] ** 0.5))
+    if grid * grid != codes.shape[-1]:
+        raise ValueError(f"decode_codes: {codes.shape[-1]} codes per image is not a square grid")
+    parameter = next(decoder.parameters())
+    chunks: list[torch.Tensor] = []
+    for start in range(0, codes.shape[0], images_per_pass):
+        batch = codes[start : start + images_per_pass].to(vqmodel.quantize.embedding.weight.device)
+        vectors = vqmodel.quantize.embedding(batch)  # [b, H*W, D]
+        latent = vectors.view(batch.shape[0], grid, grid, -1).permute(0, 3, 1, 2)  # [b, D, H, W]
+        latent = vqmodel.post_quant_conv(latent)  # [b, C_latent, H, W]
+        pixels = decoder(latent.to(device=parameter.device, dtype=parameter.dtype))  # [b, 3, S, S]
+        chunks.append(pixels.detach().float().clamp(-1.0, 1.0).cpu())
+    if not chunks:
+        return torch.empty(0, 3, 0, 0)
+    return torch.cat(chunks)  # [N, 3, S, S]
+
+
 def decode_codes(
     decoder: VQDecoder,
     vqmodel: ChameleonVQVAE,
@@ -120,19 +148,9 @@ def decode_codes(
         codes: ``[N, H*W]`` indices in ``[0, num_embeddings)`` with a square grid.
         images_per_pass: images decoded per forward pass (memory only).
     """
-    grid = int(round(codes.shape[-1] ** 0.5))
-    if grid * grid != codes.shape[-1]:
-        raise ValueError(f"decode_codes: {codes.shape[-1]} codes per image is not a square grid")
-    parameter = next(decoder.parameters())
-    images: list[Image.Image] = []
-    for start in range(0, codes.shape[0], images_per_pass):
-        batch = codes[start : start + images_per_pass].to(vqmodel.quantize.embedding.weight.device)
-        vectors = vqmodel.quantize.embedding(batch)  # [b, H*W, D]
-        latent = vectors.view(batch.shape[0], grid, grid, -1).permute(0, 3, 1, 2)  # [b, D, H, W]
-        latent = vqmodel.post_quant_conv(latent)  # [b, C_latent, H, W]
-        pixels = decoder(latent.to(device=parameter.device, dtype=parameter.dtype))  # [b, 3, S, S]
-        images.extend(pixels_to_images(pixels))
-    return images
+    if codes.shape[0] == 0:
+        return []
+    return pixels_to_images(decode_pixels(decoder, vqmodel, codes, images_per_pass))
 
 
 def decode_images(omni: OmniModel, codes: torch.Tensor) -> list[Image.Image]:

@@ -55,7 +55,7 @@ from omni_r1.training.checkpoint import (
 )
 from omni_r1.training.perpo import PerpoTrainer, config_fingerprint
 from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
-from omni_r1.training.rollout import Response, build_prompts
+from omni_r1.training.rollout import Response, build_prompts, reward_scorer
 
 # Files of the starting checkpoint that a PeRPO checkpoint does not inherit.
 NOT_INHERITED = {
@@ -166,6 +166,7 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
     trainer = PerpoTrainer(
         policy, reference if cfg.grpo.kl_loss_coef > 0 else None, omni.tokenizer, omni.layout, prompts, cfg,
         write_model=model_writer(policy, omni.tokenizer, start_dir), fingerprint=fingerprint,
+        scorer=reward_scorer(cfg, policy, omni.layout, omni.vq_decoder),
     )  # fmt: skip
     resume_from = resumable_checkpoint(out_root, fingerprint)
     if resume_from is not None:

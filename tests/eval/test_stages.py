@@ -37,16 +37,23 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     out = evaluate.run(cfg, track=ref.track, step=ref.step)
     metrics = json.loads(out["metrics_path"].read_text())
     assert out["metrics_path"] == Path(cfg.paths.metrics_dir) / "omnibench_omni_r1_zero_no_perception_10.json"
-    assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average"}
+    assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average", "fidelity"}
     rows = read_predictions(out["predictions"])
     assert len(rows) == 4
     assert metrics["average"] == sum(r["verdict"] for r in rows) / 4
+    fidelity = metrics["fidelity"]
+    assert set(fidelity) == {"headline", "pass_threshold", "natural", "structured", "diagrammatic",
+                             "vision_operational", "average"}
+    # every generated image is counted under one status
+    assert sum(fidelity["average"]["images"].values()) == sum(r["images"] for r in rows)
+    assert [len(r["fidelity_status"]) for r in rows] == [r["images"] for r in rows]
     assert out["gallery"].read_text().count("<section") == 4
     runs = MlflowClient(mlflow_tmp).search_runs(
         [MlflowClient(mlflow_tmp).get_experiment_by_name(cfg.tracking.experiment).experiment_id]
     )
     assert runs[0].data.tags["omni_r1.step"] == "no_perception_10"
     assert runs[0].data.metrics["omnibench.average"] == metrics["average"]
+    assert runs[0].data.metrics["fidelity.average.images.scored"] == fidelity["average"]["images"]["scored"]
 
 
 def test_missing_checkpoint_is_a_clear_error(eval_cfg) -> None:
