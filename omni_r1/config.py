@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -255,12 +255,29 @@ class GrpoConfig(Section):
     ]
 
 
+class PerpoVerlConfig(Section):
+    """The cluster engine (omni_r1.verl): where the verl job runs and how it is laid out."""
+
+    ray_address: str
+    out_dir: str
+    nnodes: PositiveInt
+    n_gpus_per_node: PositiveInt
+    rollout: Literal["vllm"]
+    tensor_parallel_size: PositiveInt
+    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_prompt_length: PositiveInt
+    image: str
+    cluster_root: str
+
+
 class PerpoConfig(Section):
-    """PeRPO on the local engine (omni_r1.training.perpo): rollouts, batches, schedule.
+    """PeRPO (omni_r1.training.perpo, or verl with ``engine: verl``): rollouts, batches, schedule.
 
     Algorithm knobs live in ``grpo``, reward knobs in ``reward``, sampling in ``generation``.
     """
 
+    engine: Literal["local", "verl"]
+    verl: PerpoVerlConfig
     steps: PositiveInt
     save_steps: list[PositiveInt]
     train_batch_size: PositiveInt
@@ -357,6 +374,14 @@ class Config(Section):
     report: ReportConfig
     promote: PromoteConfig
 
+    @model_validator(mode="after")
+    def _engine_settings_agree(self) -> Config:
+        if self.perpo.engine == "verl":
+            from omni_r1.verl.settings import check_verl_settings
+
+            check_verl_settings(self)
+        return self
+
 
 class ConfigError(ValueError):
     """A params file that does not validate; the message names file and key path."""
@@ -391,7 +416,9 @@ def _describe(err: ValidationError, source: str) -> str:
     lines = [f"{source}: {err.error_count()} invalid key(s)"]
     for item in err.errors():
         path = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if not path:  # a check across sections: its message names the keys
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"  {path}: unknown key")
         elif item["type"] == "missing":
             lines.append(f"  {path}: missing key")

@@ -1,0 +1,18 @@
+"""Fixtures of the cluster-engine tests: verl's own packaged config, composed with hydra."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def compose_verl():
+    """``compose(overrides) -> DictConfig``: verl's ``ppo_trainer`` config with hydra overrides."""
+    pytest.importorskip("verl", reason="verl is not installed (pip install -e '.[verl]')")
+    from hydra import compose, initialize_config_module
+
+    def build(overrides: list[str]):
+        with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+            return compose(config_name="ppo_trainer", overrides=overrides)
+
+    return build
