@@ -16,3 +16,13 @@ def compose_verl():
             return compose(config_name="ppo_trainer", overrides=overrides)
 
     return build
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_builder, tmp_path):
+    """A tiny random Chameleon saved in HF layout: ``(folder, TinyChameleon)``."""
+    tiny = tiny_builder(seed=3)
+    folder = tmp_path / "pesft"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    return folder, tiny
