@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install torch==2.13.0  # the CPU stack's exact pin (pyproject allows the cluster's 2.11 too)
 	$(BIN)/python -m pip install -e '.[dev,verl]'
 	touch $(STAMP)
 

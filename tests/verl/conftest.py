@@ -26,3 +26,9 @@ def tiny_checkpoint(tiny_builder, tmp_path):
     tiny.model.save_pretrained(folder)
     tiny.tokenizer.save_pretrained(folder)
     return folder, tiny
+
+
+@pytest.fixture(scope="module")
+def shared_tiny_chameleon(tiny_builder):
+    """One tiny random Chameleon per module, for tests that only read it."""
+    return tiny_builder(seed=1)
