@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from omni_r1.config import Config
+from omni_r1.config import Config, RewardConfig
 from omni_r1.data.records import Record, record_to_trajectory
 from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
 from omni_r1.model.layout import TokenLayout
@@ -218,6 +218,11 @@ def sample_responses(
 def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout) -> Scorer:
     """The PeRPO reward (:func:`score_batch` as ``cfg.reward`` names it) against the policy's codebook."""
     codebook = policy.model.vqmodel.quantize.embedding.weight.detach().float().cpu()  # [K, D]
+    return codebook_scorer(cfg.reward, codebook, layout)
+
+
+def codebook_scorer(reward: RewardConfig, codebook: torch.Tensor, layout: TokenLayout) -> Scorer:
+    """The PeRPO reward against a frozen codebook [K, D] (read from a model or from its weights file)."""
     # The codebook is frozen: its [K, K] squared-distance table is built once, and each
     # image's total variation becomes H*W table lookups (benchmarks/bench_perception.py).
     squared_distances = codebook_squared_distances(codebook)  # [K, K]
@@ -229,7 +234,7 @@ def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout) -> Scorer:
         response_mask: torch.Tensor,
     ) -> RewardBatch:
         return score_batch(
-            cfg.reward, texts, [item.gold for item in owners], response_ids, response_mask, codebook, layout,
+            reward, texts, [item.gold for item in owners], response_ids, response_mask, codebook, layout,
             choices=[item.choices for item in owners], answer_types=[item.answer_type for item in owners],
             squared_distances=squared_distances,
         )  # fmt: skip

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from omni_r1.data.records import Record, record_to_trajectory
-from omni_r1.training.perpo import GRADER_ANSWER_TYPES
+from omni_r1.training.rollout import GRADER_ANSWER_TYPES
 from omni_r1.trajectory import render_prompt
 
 DATA_SOURCE_PREFIX = "omni_r1/"

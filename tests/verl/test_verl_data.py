@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from verl_helpers import make_codes, make_records
 
-from omni_r1.training.perpo import build_prompts
+from omni_r1.training.rollout import build_prompts
 from omni_r1.verl.data import rlhf_rows, write_rlhf_parquet
 from omni_r1.verl.settings import VerlPaths, hydra_args, verl_overrides
 
