@@ -82,7 +82,13 @@ def test_generated_rayjob_has_no_placeholder_and_every_named_module_imports(cfg,
     import importlib
 
     pytest.importorskip("verl")
-    from omni_r1.verl.launch import MANIFEST_TEMPLATE, VerlJob, named_modules, placeholders, rayjob_manifest
+    from omni_r1.verl.launch import (
+        MANIFEST_TEMPLATE,
+        VerlJob,
+        named_modules,
+        placeholders,
+        rayjob_manifest,
+    )
     from omni_r1.verl.settings import VerlPaths, verl_overrides
 
     paths = VerlPaths("/w/ckpt", "/w/train.parquet", "/w/train.parquet", "/w/verl", "/w/agent_loops.yaml")
