@@ -133,7 +133,6 @@ def _rollout_overrides(cfg: Config, paths: VerlPaths) -> dict[str, Any]:
         f"{rollout}.tensor_model_parallel_size": settings.tensor_parallel_size,
         f"{rollout}.gpu_memory_utilization": settings.gpu_memory_utilization,
         f"{rollout}.log_prob_micro_batch_size_per_gpu": cfg.perpo.micro_batch_size,
-        f"{rollout}.load_format": "auto",
         f"{rollout}.agent.default_agent_loop": AGENT_LOOP_NAME,
         f"{rollout}.agent.agent_loop_config_path": paths.agent_loop_config,
         "actor_rollout_ref.model.path": paths.model_dir,
