@@ -166,7 +166,7 @@ def run(
     if cfg.perpo.engine == "verl":
         from omni_r1.verl.launch import run_verl
 
-        return run_verl(cfg, track, start_dir, out_root, dry_run, manifest)
+        return run_verl(cfg, track, start_dir, out_root, metrics_path, dry_run, manifest)
     if dry_run or manifest is not None:
         raise ValueError("--dry-run and --manifest apply to perpo.engine: verl")
     dataset_dir = Path(cfg.data.prepared_dir) / PROMPT_DATASET

@@ -223,6 +223,15 @@ def log_local_metric_names(client: Any, run_id: str) -> int:
     return len(copied)
 
 
+def local_history(client: Any, run_id: str) -> list[dict[str, float]]:
+    """Per-step metrics of a verl run under the local engine's names, step 1 first."""
+    steps: dict[int, dict[str, float]] = {}
+    for local_name in sorted(set(LOCAL_METRIC_NAMES.values())):
+        for point in client.get_metric_history(run_id, local_name):
+            steps.setdefault(point.step, {})[local_name] = point.value
+    return [steps[step] for step in sorted(steps)]
+
+
 def submit(command: list[str]) -> None:
     """Run ``ray job submit`` (it waits for the job and fails when the job fails)."""
     subprocess.run(command, check=True)
@@ -233,17 +242,22 @@ def run_verl(
     track: str,
     start_dir: Path,
     out_root: Path,
+    metrics_path: Path,
     dry_run: bool,
     manifest_path: Path | None,
 ) -> dict[str, Any]:
     """The ``perpo`` stage with ``engine: verl``: prepare, print the command, submit, merge back.
 
     With ``dry_run`` nothing is submitted: the parquet, the composed config (and the manifest
-    when asked) are written and the ``ray job submit`` command is printed.
+    when asked) are written, the ``ray job submit`` command is printed, and the written paths
+    are returned. Otherwise the job runs to its end, its checkpoints at ``perpo.save_steps``
+    are merged into ``out_root/step_<k>``, and the summary of the local engine
+    (``metrics_path``, from verl's metrics under the local names) is written and returned.
     """
     import mlflow
 
     from omni_r1.tracking import PARENT_RUN_ENV, stage_run, tracking_uri
+    from omni_r1.training.perpo_report import summary_metrics
 
     job = prepare_job(cfg, track, start_dir)
     parent = os.environ.get(PARENT_RUN_ENV)
@@ -259,8 +273,13 @@ def run_verl(
         submit(command)
         for step in cfg.perpo.save_steps:
             merge_checkpoint(verl_checkpoint(job.folder / "checkpoints", step), out_root / f"step_{step}", start_dir)
-        outputs["copied_metrics"] = log_local_metric_names(mlflow.MlflowClient(), run.info.run_id)
-    return outputs
+        client = mlflow.MlflowClient()
+        log_local_metric_names(client, run.info.run_id)
+        summary = summary_metrics(local_history(client, run.info.run_id))
+        mlflow.log_dict(summary, "perpo/summary.json")
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
 
 
 def _write_outputs(cfg, job, env, manifest_path, outputs) -> list[str]:

@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 from verl_helpers import make_records
 
 from omni_r1.cli import app
+from omni_r1.training.perpo_report import summary_metrics
 from omni_r1.verl.launch import (
     LOCAL_METRIC_NAMES,
+    local_history,
     log_local_metric_names,
     merge_checkpoint,
     named_modules,
@@ -127,3 +129,7 @@ def test_verl_metrics_are_copied_under_the_local_names(mlflow_tmp):
     assert copied == 2  # actor/entropy already has the local name
     history = client.get_metric_history(run.info.run_id, LOCAL_METRIC_NAMES["critic/score/mean"])
     assert [(point.step, point.value) for point in sorted(history, key=lambda p: p.step)] == [(1, 0.1), (2, 0.4)]
+    steps = local_history(client, run.info.run_id)
+    assert steps == [{"reward/mean": 0.1, "actor/entropy": 2.0}, {"reward/mean": 0.4, "actor/entropy": 4.0}]
+    summary = summary_metrics(steps)
+    assert summary["steps"] == 2 and summary["reward_step0"] == 0.1 and summary["reward_last"] == 0.4
