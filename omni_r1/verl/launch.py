@@ -1,6 +1,6 @@
 """Launch PeRPO on verl: export, resolved config, RayJob manifest, ``ray job submit``, merge-back.
 
-What :func:`prepare_job` writes under ``perpo.verl.out_dir/<track>/``:
+What :func:`prepare_job` writes under ``perpo.verl.out_dir/<track>/<run>/`` (``<run>``: ``perpo`` or ``perpo_<variant>``):
 
 - ``train.parquet``: the prepared ``perpo_train`` prompts as verl's RLHF rows
   (:mod:`omni_r1.verl.data`; verl also needs validation files, and reads the same file, as
@@ -104,9 +104,13 @@ def compose_verl_config(overrides: dict[str, Any]) -> Any:
         return compose(config_name="ppo_trainer", overrides=hydra_args(overrides))
 
 
-def prepare_job(cfg: Config, track: str, start_dir: Path) -> VerlJob:
-    """Write the parquet, the agent-loop YAML and the composed verl config of one run."""
-    folder = Path(cfg.perpo.verl.out_dir) / track
+def prepare_job(cfg: Config, track: str, start_dir: Path, run: str = "perpo") -> VerlJob:
+    """Write the parquet, the agent-loop YAML and the composed verl config of one run.
+
+    ``run`` names the run's folder under ``perpo.verl.out_dir/<track>/`` (the name of its
+    checkpoint root: ``perpo``, or ``perpo_<variant>``).
+    """
+    folder = Path(cfg.perpo.verl.out_dir) / track / run
     folder.mkdir(parents=True, exist_ok=True)
     parquet = export_prompts(cfg, folder / "train.parquet")
     agent_loops = folder / "agent_loops.yaml"
@@ -259,7 +263,7 @@ def run_verl(
     from omni_r1.tracking import PARENT_RUN_ENV, stage_run, tracking_uri
     from omni_r1.training.perpo_report import summary_metrics
 
-    job = prepare_job(cfg, track, start_dir)
+    job = prepare_job(cfg, track, start_dir, run=out_root.name)
     parent = os.environ.get(PARENT_RUN_ENV)
     outputs: dict[str, Any] = {"parquet": str(job.parquet), "verl_config": str(job.config_file)}
     if dry_run:

@@ -58,14 +58,14 @@ def test_dry_run_writes_the_job_and_prints_the_submit_command(prepared_run, repo
     entry = command[command.index("--") + 1 :]
     assert entry[:3] == ["python3", "-m", "verl.trainer.main_ppo"]
 
-    rows = pq.read_table("verl/omni_r1/train.parquet").to_pylist()
+    rows = pq.read_table("verl/omni_r1/perpo/train.parquet").to_pylist()
     assert [row["extra_info"]["record_id"] for row in rows] == [f"rec{i}" for i in range(4)]
-    composed = yaml.safe_load(Path("verl/omni_r1/verl_config.yaml").read_text())
-    assert composed["data"]["train_files"] == str(Path("verl/omni_r1/train.parquet").resolve())
+    composed = yaml.safe_load(Path("verl/omni_r1/perpo/verl_config.yaml").read_text())
+    assert composed["data"]["train_files"] == str(Path("verl/omni_r1/perpo/train.parquet").resolve())
     assert composed["actor_rollout_ref"]["model"]["path"] == str(Path("checkpoints/omni_r1/pesft").resolve())
     assert composed["algorithm"]["filter_groups"]["metric"] == "acc"
     assert f"data.train_files={composed['data']['train_files']}" in entry
-    loops = yaml.safe_load(Path("verl/omni_r1/agent_loops.yaml").read_text())
+    loops = yaml.safe_load(Path("verl/omni_r1/perpo/agent_loops.yaml").read_text())
     module, name = loops[0]["_target_"].rsplit(".", 1)
     assert getattr(importlib.import_module(module), name)
 
