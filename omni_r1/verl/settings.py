@@ -54,8 +54,8 @@ def check_verl_settings(cfg: Config) -> None:
     """Refuse settings the verl engine cannot honour; each message names its key.
 
     Raises:
-        ValueError: a response budget that cannot hold one image, a KL or clip setting
-            verl has no key for, or a save step verl would not write.
+        ValueError: a response budget that cannot hold one image, a dual clip or advantage
+            epsilon verl has no key for, or a PPO mini-batch that does not split over the GPUs.
     """
     one_image = tokens_per_image(cfg) + IMAGE_MARKERS
     if cfg.generation.max_images_per_answer > 0 and cfg.perpo.max_new_tokens < one_image:

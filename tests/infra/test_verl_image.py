@@ -34,6 +34,7 @@ def test_job_requirements_are_the_projects_minus_orchestration(repo_root):
     assert "torch>=2.11,<2.14" in kept  # admits the image's torch 2.11
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch, transformers and verl
 def test_job_modules_import_without_prefect_or_dvc():
     pytest.importorskip("verl")
     code = """
