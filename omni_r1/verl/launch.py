@@ -270,7 +270,8 @@ def run_verl(
         env = runtime_env(tracking_uri(cfg), None, parent)
         _write_outputs(cfg, job, env, manifest_path, outputs)
         return outputs
-    with stage_run(cfg, "perpo", run_name=f"perpo-{track}-verl", tags={"omni_r1.track": track, "omni_r1.engine": "verl"}) as run:
+    tags = {"omni_r1.track": track, "omni_r1.engine": "verl"}
+    with stage_run(cfg, "perpo", run_name=f"{out_root.name}-{track}-verl", tags=tags) as run:
         mlflow.log_artifact(str(job.config_file), "verl")
         env = runtime_env(tracking_uri(cfg), run.info.run_id, parent)
         command = _write_outputs(cfg, job, env, manifest_path, outputs)
@@ -286,7 +287,10 @@ def run_verl(
     return summary
 
 
-def _write_outputs(cfg, job, env, manifest_path, outputs) -> list[str]:
+def _write_outputs(
+    cfg: Config, job: VerlJob, env: dict[str, Any], manifest_path: Path | None, outputs: dict[str, Any]
+) -> list[str]:
+    """The submit command (printed, and recorded in ``outputs``), and the manifest when asked."""
     command = submit_command(cfg, job, env)
     if manifest_path is not None:
         template = yaml.safe_load(MANIFEST_TEMPLATE.read_text(encoding="utf-8"))
