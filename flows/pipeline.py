@@ -29,7 +29,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.dvc_project import apply_overrides, load_stages, run_dvc, select_stages
 from omni_r1 import tracking
@@ -43,7 +43,25 @@ class Track(StrEnum):
     omni_r1_zero = "omni_r1_zero"
 
 
-class Selection(BaseModel):
+class FlowForm(BaseModel):
+    """A flow parameter model: an unknown field (a typo in the UI's JSON) is an error naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def reject_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"{cls.__name__}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                    f"known fields: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+class Selection(FlowForm):
     """Which part of the graph to run; stages of other tracks or steps are left out."""
 
     tracks: list[Track] = Field(
@@ -54,7 +72,7 @@ class Selection(BaseModel):
     )
 
 
-class Overrides(BaseModel):
+class Overrides(FlowForm):
     """Changes to params.yaml for this run; any change makes the run a DVC experiment."""
 
     params: dict[str, Any] = Field(
@@ -151,7 +169,8 @@ def publish_artifacts(
         if rows
         else "No Omni-Bench results yet: metrics/omnibench_*.json appear once evaluate stages run."
     )
-    create_table_artifact(table=rows, key="omnibench-results", description=note)
+    source = f"DVC experiment `{dvc_experiment}`" if dvc_experiment else "workspace (no DVC experiment)"
+    create_table_artifact(table=rows, key="omnibench-results", description=f"{source}. {note}")
 
     uri = tracking.tracking_uri(cfg)
     link = tracking.run_url(uri, experiment_id, run_id)
