@@ -126,16 +126,18 @@ def test_a_deployment_run_through_the_cli(prefect_server, toy_project_factory, t
             prefect_server, "deployment", "run", "pipeline/pipeline",
             "--params", json.dumps(params), "--watch", timeout=300,
         )
-        listed_runs = prefect_cli(prefect_server, "flow-run", "ls", "--state", "COMPLETED")
-        artifact = prefect_cli(prefect_server, "artifact", "inspect", "mlflow-run")
+        listed_runs = prefect_cli(prefect_server, "flow-run", "ls", "--output", "json")
+        artifact = prefect_cli(prefect_server, "artifact", "inspect", "mlflow-run", "--output", "json")
     finally:
         stop(serve)
         server_log.close()
 
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{(tmp_path / 'serve.log').read_text()[-4000:]}"
-    assert listed_runs.returncode == 0 and "pipeline" in listed_runs.stdout
+    assert listed_runs.returncode == 0, listed_runs.stderr
+    assert [run["state_type"] for run in json.loads(listed_runs.stdout)] == ["COMPLETED"]
     assert artifact.returncode == 0, artifact.stderr
-    assert "cli-seed-5" in artifact.stdout  # the DVC experiment name, in the run's artifact
+    notes = [version["data"] for version in json.loads(artifact.stdout)]
+    assert len(notes) == 1 and "DVC experiment: `cli-seed-5`" in notes[0]
     shown = subprocess.run(
         [sys.executable, "-m", "dvc", "exp", "show", "--json"],
         cwd=project, capture_output=True, text=True, check=True,
