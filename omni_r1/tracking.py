@@ -126,7 +126,12 @@ def configure(cfg: Config) -> str:
 
 def is_dvc_command(cmdline: list[str]) -> bool:
     """``dvc repro``, ``/venv/bin/dvc exp run``, ``python -m dvc repro``, ``python .../dvc ...``."""
-    return any(Path(arg).name == "dvc" for arg in cmdline[:3])
+    program, *args = cmdline or [""]
+    if Path(program).name == "dvc":
+        return True
+    if not Path(program).name.startswith("python"):
+        return False
+    return args[:2] == ["-m", "dvc"] or (bool(args) and Path(args[0]).name == "dvc")
 
 
 def dvc_invocation_key() -> str | None:
