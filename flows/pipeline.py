@@ -3,8 +3,10 @@
 What it does, straight down:
 1. Overrides (dotted params.yaml keys → values) are written into params.yaml with DVC's
    ``--set-param`` parser and validated against the config schema; the run then becomes a
-   DVC experiment (``dvc exp save`` at the end) and params.yaml/dvc.lock are put back, so the
-   workspace and the next scheduled run keep the committed parameters.
+   DVC experiment (``dvc exp save`` at the end, committing params, dvc.lock and the metric
+   and plot files git versions, so ``dvc exp show`` compares it) and params.yaml, dvc.lock
+   and those files are put back, so the workspace and the next scheduled run keep the
+   committed state. The form models refuse unknown fields by name.
 2. The stage list and order come from DVC's index (what ``dvc stage list``/``dvc dag`` show),
    filtered by track and checkpoint step (see ``flows.dvc_project``).
 3. One MLflow parent run is opened (tags: Prefect flow-run id, DVC experiment name, git sha,

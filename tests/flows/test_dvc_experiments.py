@@ -62,6 +62,7 @@ DVC_YAML = """stages:
     plots:
       - reports/plots:
           cache: false
+          x: step
   summary:
     cmd: python stages.py summary
     deps: [stages.py, metrics/score.json]
@@ -154,10 +155,10 @@ def test_two_experiments_carry_their_metrics_and_plots(experiments):
         for point in entry["content"]["data"]["values"]
     ]
     by_revision = {
-        rev: [float(point["accuracy"]) for point in values if point["rev"] == rev]
+        rev: [(int(point["step"]), float(point["accuracy"])) for point in values if point["rev"] == rev]
         for rev in ("seed-3", "seed-7")
     }
-    assert by_revision == {"seed-3": [0.3, 0.6], "seed-7": [0.7, 1.4]}
+    assert by_revision == {"seed-3": [(10, 0.3), (20, 0.6)], "seed-7": [(10, 0.7), (20, 1.4)]}
 
 
 @pytest.mark.slow
