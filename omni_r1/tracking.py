@@ -14,7 +14,7 @@
      ``OMNI_R1_PIPELINE_RUN`` when set (any string: group several invocations by hand),
      else ``dvc-<pid>-<start time>`` of the nearest ancestor process that runs DVC, i.e. the
      one ``dvc repro`` / ``dvc exp run`` (``make run`` calls ``dvc repro``) that launched all
-     the stages of this pipeline run. The parent is RUNNING while a stage runs and ends with
+     the stages of this pipeline run, followed by the DVC experiment name when there is one. The parent is RUNNING while a stage runs and ends with
      the last stage's status and end time.
   3. Neither (a stage command typed by hand, outside DVC): a top-level run.
 - Tags on every run (parent and stages): ``omni_r1.stage``, ``omni_r1.git_sha``,
@@ -150,8 +150,16 @@ def dvc_invocation_key() -> str | None:
 
 
 def pipeline_run_key() -> str | None:
-    """What groups this stage with the other stages of its pipeline run (see the module doc)."""
-    return os.environ.get(PIPELINE_RUN_ENV) or dvc_invocation_key()
+    """What groups this stage with the other stages of its pipeline run (see the module doc).
+
+    The DVC experiment name, when set, is part of the key: experiments that one DVC process
+    runs one after the other still get a parent each.
+    """
+    if os.environ.get(PIPELINE_RUN_ENV):
+        return os.environ[PIPELINE_RUN_ENV]
+    invocation = dvc_invocation_key()
+    experiment = os.environ.get(DVC_EXPERIMENT_ENV)
+    return f"{invocation}-{experiment}" if invocation and experiment else invocation
 
 
 def pipeline_parent(cfg: Config, experiment_id: str, key: str) -> str:
