@@ -105,6 +105,7 @@ def test_list_commands_work_against_the_server(prefect_server):
         assert result.returncode == 0, f"prefect {' '.join(command)}:\n{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.slow
 def test_a_deployment_run_through_the_cli(prefect_server, toy_project_factory, tmp_path):
     project = toy_project_factory("cli_run")
     server_log = (tmp_path / "serve.log").open("wb")
