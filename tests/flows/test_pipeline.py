@@ -137,3 +137,16 @@ def test_retrain_skips_unchanged_data_and_reruns_on_new_data(first_run):
     cfg = base.model_copy(update={"tracking": base.tracking.model_copy(update={"tracking_uri": uri})})
     champion_data = tracking.champion_data_tags(cfg)
     assert champion_data["omni_r1.data.toy"] == tracking.file_sha256(project / "metrics/data_toy.json")
+
+
+def test_flow_forms_refuse_unknown_fields_by_name():
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match=r"unknown field\(s\) 'experiment'.*experiment_name"):
+        pipeline.validate_parameters(
+            {"overrides": {"params": {"run.seed": 1}, "experiment": "x"}, "project_dir": "."}
+        )
+    with pytest.raises(ParameterTypeError, match=r"unknown field\(s\) 'step', 'track'"):
+        retrain.validate_parameters({"selection": {"track": ["omni_r1"], "step": [10]}})
+    accepted = pipeline.validate_parameters({"overrides": {"params": {}, "experiment_name": "x"}})
+    assert accepted["overrides"].experiment_name == "x"
