@@ -4,8 +4,8 @@
   from params.yaml (embedded default ``sqlite:///mlflow.db``; a team points the environment
   variable at the MLflow server from ``infra/``).
 - Experiment: ``tracking.experiment``, tagged ``mlflow.experimentKind`` =
-  ``custom_model_development`` when it has no kind yet, so the MLflow 3 UI opens it on its
-  training runs (not on the GenAI traces view).
+  ``custom_model_development`` when it has no kind yet or only one the UI inferred, so the
+  MLflow 3 UI opens it on its training runs (not on the GenAI traces view).
 - Parent run, one per pipeline run however it was started. A stage run nests under:
   1. ``OMNI_R1_PARENT_RUN_ID`` when set: the Prefect ``pipeline`` flow opens the parent with
      ``pipeline_run`` and hands its id to every stage process.
@@ -61,6 +61,7 @@ PIPELINE_RUN_ENV = "OMNI_R1_PIPELINE_RUN"
 PIPELINE_RUN_TAG = "omni_r1.pipeline_run"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: the training-runs view
+INFERRED_KIND_SUFFIXES = ("_inferred", "no_inferred_type")  # kinds the UI guessed, not chosen
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -117,7 +118,8 @@ def configure(cfg: Config) -> str:
     """Point MLflow at the tracking URI and the project's training experiment; return its id."""
     mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.set_experiment(cfg.tracking.experiment)
-    if EXPERIMENT_KIND_TAG not in experiment.tags:
+    kind = experiment.tags.get(EXPERIMENT_KIND_TAG, "")
+    if not kind or kind.endswith(INFERRED_KIND_SUFFIXES):  # a kind someone chose is kept
         MlflowClient().set_experiment_tag(
             experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
         )

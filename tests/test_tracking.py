@@ -74,6 +74,17 @@ def test_stages_of_one_pipeline_run_key_share_one_parent(cfg, monkeypatch):
     assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
+def test_an_inferred_experiment_kind_becomes_training_a_chosen_one_stays(cfg):
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment_id = client.create_experiment(cfg.tracking.experiment)
+    client.set_experiment_tag(experiment_id, tracking.EXPERIMENT_KIND_TAG, "genai_development_inferred")
+    tracking.configure(cfg)
+    assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    client.set_experiment_tag(experiment_id, tracking.EXPERIMENT_KIND_TAG, "genai_development")
+    tracking.configure(cfg)
+    assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"
+
+
 def test_a_stage_outside_dvc_is_a_top_level_run(cfg):
     assert tracking.dvc_invocation_key() is None  # pytest is not run by DVC
     with tracking.stage_run(cfg, "prepare") as run:
