@@ -95,6 +95,8 @@ def run(cfg: Config) -> dict[str, Any]:
         omni = load_omni(cfg)
         omni.model.eval()
         records = source_records(cfg)
+        source_manifest = Path(cfg.data.prepared_dir) / cfg.bootstrap.source / MANIFEST
+        log_dataset_manifest(source_manifest, cfg.bootstrap.source, context="bootstrap_source")
         result = bootstrap_records(
             records, input_image_codes(cfg, omni, records), omni.model, omni.layout, omni.tokenizer,
             lambda codes: decode_images(omni, codes),
