@@ -62,7 +62,6 @@ from omni_r1.training.perpo import (
     summary_metrics,
 )
 
-TRACKS = ("omni_r1", "omni_r1_zero")
 PROMPT_DATASET = "perpo_train"
 # Files of the starting checkpoint that a PeRPO checkpoint does not inherit.
 NOT_INHERITED = {
@@ -147,8 +146,8 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 
 def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
     """Train PeRPO for one track (and variant); return the summary metrics."""
-    if track not in TRACKS:
-        raise ValueError(f"unknown track {track!r}; known: {', '.join(TRACKS)}")
+    if track not in cfg.pesft.datasets:  # the tracks are the keys of pesft.datasets
+        raise ValueError(f"unknown track {track!r}; known: {', '.join(cfg.pesft.datasets)}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     cfg = VARIANTS[variant](cfg)

@@ -584,9 +584,9 @@ class PerpoTrainer:
             step=self.step_count,
             extra={
                 "cursor": self.cursor.position,
-                "history": self.history,
+                "history": [without_timings(entry) for entry in self.history],  # byte-stable checkpoints
                 "fingerprint": self.fingerprint,
-                "probes": self.probes,
+                "probes": {name: without_timings(values) for name, values in self.probes.items()},
             },
         )
         return save_checkpoint(
@@ -657,6 +657,14 @@ class PerpoTrainer:
 # ---------------------------------------------------------------------------------------------
 # Metrics and galleries
 # ---------------------------------------------------------------------------------------------
+
+
+TIMING_PREFIX = "perf/"  # wall-clock metrics: logged to MLflow, never written into a checkpoint
+
+
+def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` less the wall-clock ones, so a checkpoint's bytes depend on its inputs only."""
+    return {key: value for key, value in metrics.items() if not key.startswith(TIMING_PREFIX)}
 
 
 def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[str, float]:
