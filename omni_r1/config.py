@@ -49,6 +49,7 @@ class TrackingConfig(Section):
     tracking_uri: str
     registered_model: str
     champion_alias: str
+    challenger_alias: str
     log_system_metrics: bool
 
 
@@ -166,6 +167,7 @@ class StorageConfig(Section):
     multipart_chunk_mb: Annotated[int, Field(ge=5)]
     max_retries: Annotated[int, Field(ge=0)]
     backoff_seconds: Annotated[float, Field(ge=0.0)]
+    log_checkpoint_files: bool
 
 
 class GenerationConfig(Section):
