@@ -3,13 +3,16 @@
 An adapter is a :class:`SourceSpec`: the real hub id, configs and splits, the Uni-Task it
 feeds, and ``convert(row, ctx) -> Record`` for one upstream row. Rows come from
 ``datasets.load_dataset(hub_id, config, split=...)`` or, for a local copy as upstream ships
-it, from ``load_dataset("parquet" | "json", data_files=...)``; image columns are read
+it, from ``load_dataset("parquet", data_files=...)`` or, for JSON lines, line by line
+(:func:`json_lines_rows`: a line that is not a JSON object is a :class:`DataError` naming the
+file and line, skipped and counted under ``on_bad_record: skip``); image columns are read
 undecoded so a corrupt image becomes a :class:`DataError` naming its record, not a crash.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -186,17 +189,51 @@ def load_rows(spec: SourceSpec, split: str, local_path: Path | str | None = None
     suffixes = (".parquet",) if spec.local_format == "parquet" else (".jsonl", ".json")
     known = tuple(s for value in spec.splits.values() for s in value.split(","))
     for path in local_files(Path(local_path), split, suffixes, known):
+        if spec.local_format == "json":
+            yield from json_lines_rows(spec, path, split)
+            continue
         dataset = datasets.load_dataset(
             spec.local_format, data_files=str(path), split="train", cache_dir=cache_dir
         )
         yield from iter_dataset(dataset, spec, str(path), split, path.parent, None)
 
 
+def json_lines_rows(spec: SourceSpec, path: Path, split: str) -> Iterator[tuple[Any, RowContext]]:
+    """Rows of a JSON-lines file, read one line at a time; blank lines are ignored.
+
+    A line that does not parse, or is not a JSON object, is yielded as a :class:`DataError`
+    (file, ``line <n>``, reason ``bad_json``) in place of the row, for :func:`convert_rows`
+    to raise or count. ``index`` counts non-blank lines, so ids match a clean file's.
+    """
+    index = 0
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            except ValueError as err:
+                where = f"line {number}"
+                ctx = RowContext(spec.name, str(path), where, index, split, path.parent, None)
+                yield DataError(str(path), where, "line", "bad_json", f"not a JSON object: {err}"), ctx
+            else:
+                record_id = f"{spec.name}/{spec.record_id(row, index, split)}"
+                yield row, RowContext(spec.name, str(path), record_id, index, split, path.parent, None)
+            index += 1
+
+
 def convert_rows(spec: SourceSpec, rows: Iterator[tuple[dict[str, Any], RowContext]],
                  on_bad_record: str, skipped: Counter[str]) -> Iterator[Record]:
-    """Convert rows; a bad one raises :class:`DataError` or (``skip``) is counted by reason."""
+    """Convert rows; a bad one raises :class:`DataError` or (``skip``) is counted by reason.
+
+    A row given as a :class:`DataError` (an unreadable line) is handled the same way.
+    """
     for row, ctx in rows:
         try:
+            if isinstance(row, DataError):
+                raise row
             yield spec.convert(row, ctx)
         except DataError as err:
             if on_bad_record != "skip":
