@@ -148,6 +148,7 @@ class PerpoMixConfig(Section):
 class DataConfig(Section):
     sources: list[str]
     local_paths: dict[str, str]
+    revisions: dict[str, str]
     hub_configs: dict[str, list[str]]
     prepared_dir: str
     encoded_dir: str

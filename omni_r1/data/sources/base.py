@@ -172,9 +172,9 @@ def iter_dataset(dataset: Any, spec: SourceSpec, file: str, split: str, base_dir
 
 def load_rows(spec: SourceSpec, split: str, local_path: Path | str | None = None,
               cache_dir: str | None = None, configs: tuple[str, ...] | None = None,
-              ) -> Iterator[tuple[dict[str, Any], RowContext]]:
+              revision: str | None = None) -> Iterator[tuple[dict[str, Any], RowContext]]:
     """Rows of one split with their context: from ``local_path`` if given, else from the hub
-    (``configs`` overrides the spec's hub configs)."""
+    at commit ``revision`` (None: latest; ``configs`` overrides the spec's hub configs)."""
     import datasets
 
     if local_path is None:
@@ -182,7 +182,7 @@ def load_rows(spec: SourceSpec, split: str, local_path: Path | str | None = None
             yield from spec.hub_loader(spec, split)
             return
         for config in configs or spec.configs:
-            dataset = datasets.load_dataset(spec.hub_id, config, split=split, cache_dir=cache_dir)
+            dataset = datasets.load_dataset(spec.hub_id, config, split=split, cache_dir=cache_dir, revision=revision)
             where = f"hf://datasets/{spec.hub_id}" + (f"/{config}" if config else "") + f"[{split}]"
             yield from iter_dataset(dataset, spec, where, split, None, config)
         return
