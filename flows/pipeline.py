@@ -11,7 +11,13 @@ What it does, straight down:
    data manifest hashes); its id goes to every stage process as ``OMNI_R1_PARENT_RUN_ID`` so
    ``omni_r1.tracking.stage_run`` nests the stage runs under it.
 4. Each stage runs as ``dvc repro --single-item <stage>``: DVC skips what is up to date and
-   restores from its run-cache, exactly as a ``dvc repro`` on the command line would.
+   restores from its run-cache, exactly as a ``dvc repro`` on the command line would. Its
+   output is logged line by line as it is written; it is retried ``orchestration.retries``
+   times (delay ``retry_delay_s``, doubling) and stopped after
+   ``orchestration.stage_timeout_s[<stage>]`` seconds.
+0. The whole run holds the workspace lock (:mod:`flows.lock`): a second pipeline in the same
+   checkout waits ``orchestration.lock_wait_s`` and then fails, naming the run holding it.
+   An override run puts params.yaml, dvc.lock and the outputs back also when a stage fails.
 5. Prefect artifacts: a table of Omni-Bench results per checkpoint (``metrics/omnibench_*.json``)
    and a markdown note linking the MLflow run and the champion model version.
 """
@@ -32,6 +38,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.dvc_project import apply_overrides, load_stages, run_dvc, select_stages
+from flows.lock import workspace_lock
 from omni_r1 import tracking
 from omni_r1.config import Config, flatten, load_config, read_yaml
 
@@ -109,11 +116,20 @@ def apply_param_overrides(project: Path, params: dict[str, Any]) -> Config:
 
 
 @task(task_run_name="{stage}")
-def run_stage(project: Path, stage: str, env: dict[str, str]) -> str:
-    """One DVC stage: ``dvc repro --single-item <stage>``."""
-    output = run_dvc(project, ["repro", "--single-item", stage], env)
-    get_run_logger().info("%s\n%s", stage, output)
-    return output
+def run_stage(project: Path, stage: str, env: dict[str, str], timeout_s: float | None = None) -> str:
+    """One DVC stage: ``dvc repro --single-item <stage>``, its output logged line by line as written."""
+    logger = get_run_logger()
+    return run_dvc(
+        project, ["repro", "--single-item", stage], env, timeout_s=timeout_s,
+        on_line=lambda line: logger.info("%s | %s", stage, line),
+    )  # fmt: skip
+
+
+def stage_task(cfg: Config, stage: str) -> Any:
+    """``run_stage`` with the retries and backoff of ``orchestration`` (the timeout is passed per call)."""
+    return run_stage.with_options(
+        retries=cfg.orchestration.retries, retry_delay_seconds=cfg.orchestration.retry_delays()
+    )
 
 
 @task(task_run_name="save-experiment-{name}")
@@ -194,22 +210,34 @@ def pipeline(
     experiment = None
     if overrides.params:
         experiment = overrides.experiment_name or f"prefect-{flow_run.get_name() or 'run'}"
+    committed = load_config(project / "params.yaml").orchestration
+    holder = f"flow run {flow_run.get_name() or flow_run.get_id() or 'outside Prefect'}"
+    with workspace_lock(project / committed.lock_file, committed.lock_wait_s, holder):
+        return run_in_workspace(selection, overrides.params, project, experiment)
+
+
+def run_in_workspace(
+    selection: Selection, params: dict[str, Any], project: Path, experiment: str | None
+) -> dict[str, Any]:
+    """The body of ``pipeline`` under the workspace lock; an override run always puts the
+    committed params.yaml, dvc.lock and DVC outputs back, also when a stage failed."""
     touched = [project / "params.yaml", project / "dvc.lock"] if experiment else []
-    with restored(touched):
+    try:
+        with restored(touched):
+            if experiment:
+                cfg = apply_param_overrides(project, params)
+            else:
+                cfg = load_config(project / "params.yaml")
+            cfg = with_tracking_uri(cfg, project)
+            stages = select_stages(
+                load_stages(project),
+                [track.value for track in selection.tracks],
+                selection.checkpoint_steps or None,
+            )
+            return run_graph(cfg, project, [stage.name for stage in stages], experiment)
+    finally:
         if experiment:
-            cfg = apply_param_overrides(project, overrides.params)
-        else:
-            cfg = load_config(project / "params.yaml")
-        cfg = with_tracking_uri(cfg, project)
-        stages = select_stages(
-            load_stages(project),
-            [track.value for track in selection.tracks],
-            selection.checkpoint_steps or None,
-        )
-        result = run_graph(cfg, project, [stage.name for stage in stages], experiment)
-    if experiment:
-        checkout_workspace(project, subprocess_env({}))
-    return result
+            checkout_workspace(project, subprocess_env({}))
 
 
 def run_graph(
@@ -231,7 +259,7 @@ def run_graph(
             }
         )
         for stage in stages:
-            run_stage(project, stage, env)
+            stage_task(cfg, stage)(project, stage, env, timeout_s=cfg.orchestration.timeout_of(stage))
         if experiment:
             save_experiment(project, experiment, stages, env)
     publish_artifacts(cfg, project, parent.info.experiment_id, parent.info.run_id, experiment)

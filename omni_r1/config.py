@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -334,6 +334,49 @@ class PromoteConfig(Section):
     include_ablations: bool
 
 
+class GpuJobConfig(Section):
+    """Kubernetes GPU jobs launched from a Prefect run (flows/gpu.py)."""
+
+    image: str
+    namespace: str
+    work_pool: str
+    gpus_per_node: PositiveInt
+    cpu: PositiveInt
+    memory_gi: PositiveInt
+    shm_gi: PositiveInt
+    workspace_claim: str
+    s3_secret: str
+    mlflow_tracking_uri: str
+    overlays: list[str]
+
+
+class OrchestrationConfig(Section):
+    """Prefect flows: per-stage retries and timeouts, one pipeline per workspace, GPU jobs."""
+
+    retries: Annotated[int, Field(ge=0)]
+    retry_delay_s: Annotated[float, Field(ge=0.0)]
+    stage_timeout_s: dict[str, PositiveInt]
+    lock_file: str
+    lock_wait_s: Annotated[float, Field(ge=0.0)]
+    gpu: GpuJobConfig
+
+    @field_validator("stage_timeout_s")
+    @classmethod
+    def _has_default(cls, value: dict[str, int]) -> dict[str, int]:
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry (seconds for stages not listed)")
+        return value
+
+    def timeout_of(self, stage: str) -> int:
+        """Seconds allowed for ``stage`` (``pesft@omni_r1`` → the ``pesft`` entry, else ``default``)."""
+        family = stage.split(":")[-1].split("@")[0]
+        return self.stage_timeout_s.get(family, self.stage_timeout_s["default"])
+
+    def retry_delays(self) -> list[float]:
+        """Delay before each retry: ``retry_delay_s`` doubling each time."""
+        return [self.retry_delay_s * 2**attempt for attempt in range(self.retries)]
+
+
 class Config(Section):
     """The whole of params.yaml."""
 
@@ -359,6 +402,7 @@ class Config(Section):
     judge: JudgeConfig
     report: ReportConfig
     promote: PromoteConfig
+    orchestration: OrchestrationConfig
 
 
 class ConfigError(ValueError):
