@@ -106,7 +106,8 @@ class SourceSpec:
         convert: one upstream row -> :class:`Record`.
         record_id: the upstream id of a row (``index_id`` when upstream has none).
         local_format: ``parquet`` or ``json`` (jsonl) for a local copy.
-        hub_loader: optional override of the hub branch (sources shipped as archives).
+        hub_loader: optional override of the hub branch (sources shipped as archives), called
+            with the spec, the split and the pinned hub commit (None: latest).
     """
 
     name: str
@@ -117,7 +118,7 @@ class SourceSpec:
     convert: Converter
     record_id: IdOf = index_id
     local_format: str = "parquet"
-    hub_loader: Callable[[SourceSpec, str], Iterator[tuple[dict[str, Any], RowContext]]] | None = None
+    hub_loader: Callable[[SourceSpec, str, str | None], Iterator[tuple[dict[str, Any], RowContext]]] | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -179,7 +180,7 @@ def load_rows(spec: SourceSpec, split: str, local_path: Path | str | None = None
 
     if local_path is None:
         if spec.hub_loader is not None:
-            yield from spec.hub_loader(spec, split)
+            yield from spec.hub_loader(spec, split, revision)
             return
         for config in configs or spec.configs:
             dataset = datasets.load_dataset(spec.hub_id, config, split=split, cache_dir=cache_dir, revision=revision)
