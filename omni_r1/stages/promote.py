@@ -81,7 +81,8 @@ def params_changed(path: Path = Path("params.yaml")) -> bool:
     return result.returncode == 0 and any("M" in line[:2] for line in result.stdout.splitlines())
 
 
-def lineage_tags(cfg: Config, bench: str, line: str) -> dict[str, str]:
+def lineage_tags(bench: str, line: str) -> dict[str, str]:
+    """Omni-Bench version, run line, ``dvc.lock`` hash and DVC experiment name of this run."""
     tags = {TAG_BENCH: bench, TAG_LINE: line}
     if Path("dvc.lock").is_file():
         tags[TAG_DVC_LOCK] = file_sha256(Path("dvc.lock"))
@@ -142,7 +143,7 @@ def run(cfg: Config, overlays: Sequence[Path] = ()) -> dict[str, Any]:
     line, why = run_line(os.environ.get(DVC_EXPERIMENT_ENV), overlays, params_changed())
     data_tags = data_manifest_tags(cfg.paths.metrics_dir)
     bench = bench_version(data_tags, DATA_TAG_PREFIX, cfg.eval.dataset)
-    tags = {**version_tags(best, data_tags, git_sha()), **lineage_tags(cfg, bench, line)}
+    tags = {**version_tags(best, data_tags, git_sha()), **lineage_tags(bench, line)}
     run_tags = {"omni_r1.track": best.ref.track, "omni_r1.step": best.ref.step, TAG_LINE: line}
     with stage_run(cfg, "promote", run_name=f"promote-{best.ref.name}", tags=run_tags):
         client = MlflowClient(tracking_uri(cfg))
