@@ -14,18 +14,21 @@ that was not asked for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from omni_r1.config import TRACKS
+from omni_r1.config import TRACKS, OrchestrationConfig
 from omni_r1.tracking import MANIFEST_GLOB
 
 log = logging.getLogger(__name__)
@@ -142,17 +145,24 @@ def apply_overrides(params_file: Path, overrides: Mapping[str, Any]) -> None:
     dvc_apply_overrides(params_file, override_args(overrides))
 
 
-def run_dvc(project: Path, args: Sequence[str], env: Mapping[str, str]) -> str:
-    """Run ``dvc <args>`` in ``project``; return its output, raise DvcCommandError on failure."""
+def run_dvc(
+    project: Path,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    timeout_s: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Run ``dvc <args>`` in ``project``; return its output, raise DvcCommandError on failure.
+
+    Output lines (stdout and stderr together) go to ``on_line`` as they are written; after
+    ``timeout_s`` seconds the command and its children are stopped and the error says so.
+    """
     command = [sys.executable, "-m", "dvc", *args]
-    result = subprocess.run(
-        command, cwd=project, env=dict(env), capture_output=True, text=True, check=False
-    )
-    output = (result.stdout + result.stderr).strip()
-    if result.returncode != 0:
-        raise DvcCommandError(
-            f"`dvc {' '.join(args)}` in {project} exited {result.returncode}:\n{output[-4000:]}"
-        )
+    code, output, timed_out = run_streamed(command, project, env, timeout_s, on_line)
+    if timed_out:
+        raise DvcCommandError(f"`dvc {' '.join(args)}` in {project} timed out after {timeout_s}s:\n{output[-4000:]}")
+    if code != 0:
+        raise DvcCommandError(f"`dvc {' '.join(args)}` in {project} exited {code}:\n{output[-4000:]}")
     return output
 
 
@@ -175,3 +185,50 @@ def git_versioned_outputs(project: Path, stage_names: Iterable[str]) -> list[str
                 if (out.metric or out.plot) and not out.use_cache
             }
         )
+
+
+def run_streamed(
+    command: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float | None,
+    on_line: Callable[[str], None] | None,
+) -> tuple[int, str, bool]:
+    """``(exit code, output, timed out)`` of ``command``, each output line passed on as it comes."""
+    process = subprocess.Popen(
+        list(command), cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, bufsize=1, start_new_session=True,
+    )  # fmt: skip
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_s, stop) if timeout_s else None
+    if timer is not None:
+        timer.start()
+    lines = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        code = process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return code, "".join(lines).strip(), expired.is_set()
+
+
+def stage_timeout(orchestration: OrchestrationConfig, stage: str) -> int:
+    """Seconds allowed for ``stage`` (``pesft@omni_r1`` → the ``pesft`` entry, else ``default``)."""
+    family = stage.split(":")[-1].split("@")[0]
+    return orchestration.stage_timeout_s.get(family, orchestration.stage_timeout_s["default"])
+
+
+def retry_delays(orchestration: OrchestrationConfig) -> list[float]:
+    """Delay before each retry: ``retry_delay_s`` doubling each time."""
+    return [orchestration.retry_delay_s * 2**attempt for attempt in range(orchestration.retries)]

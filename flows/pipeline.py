@@ -13,7 +13,13 @@ What it does, straight down:
    data manifest hashes); its id goes to every stage process as ``OMNI_R1_PARENT_RUN_ID`` so
    ``omni_r1.tracking.stage_run`` nests the stage runs under it.
 4. Each stage runs as ``dvc repro --single-item <stage>``: DVC skips what is up to date and
-   restores from its run-cache, exactly as a ``dvc repro`` on the command line would.
+   restores from its run-cache, exactly as a ``dvc repro`` on the command line would. Its
+   output is logged line by line as it is written; it is retried ``orchestration.retries``
+   times (delay ``retry_delay_s``, doubling) and stopped after
+   ``orchestration.stage_timeout_s[<stage>]`` seconds.
+0. The whole run holds the workspace lock (:mod:`flows.lock`): a second pipeline in the same
+   checkout waits ``orchestration.lock_wait_s`` and then fails, naming the run holding it.
+   An override run puts params.yaml, dvc.lock and the outputs back also when a stage fails.
 5. Prefect artifacts: a table of Omni-Bench results per checkpoint (``metrics/omnibench_*.json``)
    and a markdown note linking the MLflow run and the champion model version.
 """
@@ -37,9 +43,12 @@ from flows.dvc_project import (
     apply_overrides,
     git_versioned_outputs,
     load_stages,
+    retry_delays,
     run_dvc,
     select_stages,
+    stage_timeout,
 )
+from flows.lock import workspace_lock
 from omni_r1 import tracking
 from omni_r1.config import TRACKS, Config, flatten, load_config, read_yaml
 
@@ -142,11 +151,20 @@ def apply_param_overrides(project: Path, params: dict[str, Any]) -> Config:
 
 
 @task(task_run_name="{stage}")
-def run_stage(project: Path, stage: str, env: dict[str, str]) -> str:
-    """One DVC stage: ``dvc repro --single-item <stage>``."""
-    output = run_dvc(project, ["repro", "--single-item", stage], env)
-    get_run_logger().info("%s\n%s", stage, output)
-    return output
+def run_stage(project: Path, stage: str, env: dict[str, str], timeout_s: float | None = None) -> str:
+    """One DVC stage: ``dvc repro --single-item <stage>``, its output logged line by line as written."""
+    logger = get_run_logger()
+    return run_dvc(
+        project, ["repro", "--single-item", stage], env, timeout_s=timeout_s,
+        on_line=lambda line: logger.info("%s | %s", stage, line),
+    )  # fmt: skip
+
+
+def stage_task(cfg: Config, stage: str) -> Any:
+    """``run_stage`` with the retries and backoff of ``orchestration`` (the timeout is passed per call)."""
+    return run_stage.with_options(
+        retries=cfg.orchestration.retries, retry_delay_seconds=retry_delays(cfg.orchestration)
+    )
 
 
 @task(task_run_name="save-experiment-{name}")
@@ -235,6 +253,18 @@ def pipeline(
     experiment = None
     if overrides.params:
         experiment = overrides.experiment_name or f"prefect-{flow_run.get_name() or 'run'}"
+    committed = load_config(project / "params.yaml").orchestration
+    holder = f"flow run {flow_run.get_name() or flow_run.get_id() or 'outside Prefect'}"
+    with workspace_lock(project / committed.lock_file, committed.lock_wait_s, holder):
+        return run_in_workspace(selection, overrides.params, project, experiment)
+
+
+def run_in_workspace(
+    selection: Selection, params: dict[str, Any], project: Path, experiment: str | None
+) -> dict[str, Any]:
+    """The body of ``pipeline`` under the workspace lock; an override run always puts the
+    committed params.yaml, dvc.lock, DVC outputs and git-versioned metrics back, also when a
+    stage failed."""
     stages = [
         stage.name
         for stage in select_stages(
@@ -244,17 +274,18 @@ def pipeline(
         )
     ]
     versioned = git_versioned_outputs(project, stages)
-    touched = ["params.yaml", "dvc.lock", *versioned] if experiment else []
-    with restored([project / path for path in touched]):
+    touched = [project / path for path in ["params.yaml", "dvc.lock", *versioned]] if experiment else []
+    try:
+        with restored(touched):
+            if experiment:
+                cfg = apply_param_overrides(project, params)
+            else:
+                cfg = load_config(project / "params.yaml")
+            cfg = with_tracking_uri(cfg, project)
+            return run_graph(cfg, project, stages, versioned, experiment)
+    finally:
         if experiment:
-            cfg = apply_param_overrides(project, overrides.params)
-        else:
-            cfg = load_config(project / "params.yaml")
-        cfg = with_tracking_uri(cfg, project)
-        result = run_graph(cfg, project, stages, versioned, experiment)
-    if experiment:
-        checkout_workspace(project, subprocess_env({}))
-    return result
+            checkout_workspace(project, subprocess_env({}))
 
 
 def run_graph(
@@ -276,7 +307,7 @@ def run_graph(
             }
         )
         for stage in stages:
-            run_stage(project, stage, env)
+            stage_task(cfg, stage)(project, stage, env, timeout_s=stage_timeout(cfg.orchestration, stage))
         if experiment:
             save_experiment(project, experiment, stages, versioned, env)
     publish_artifacts(cfg, project, parent.info.experiment_id, parent.info.run_id, experiment)

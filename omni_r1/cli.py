@@ -168,8 +168,8 @@ def report(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) 
 
 @app.command()
 def promote(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
-    """Register the best checkpoint and move the champion alias when it wins."""
-    _run_stage("promote", _load(params, overlay))
+    """Register the best checkpoint as a servable model; a main-line win moves the champion alias."""
+    _run_stage("promote", _load(params, overlay), overlays=tuple(overlay or ()))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 TRACKS = ("omni_r1", "omni_r1_zero")  # the training tracks: Omni-R1 and Omni-R1-Zero (paper §4)
@@ -50,6 +50,7 @@ class TrackingConfig(Section):
     tracking_uri: str
     registered_model: str
     champion_alias: str
+    challenger_alias: str
     log_system_metrics: bool
 
 
@@ -147,6 +148,7 @@ class PerpoMixConfig(Section):
 class DataConfig(Section):
     sources: list[str]
     local_paths: dict[str, str]
+    revisions: dict[str, str]
     hub_configs: dict[str, list[str]]
     prepared_dir: str
     encoded_dir: str
@@ -166,6 +168,7 @@ class StorageConfig(Section):
     multipart_chunk_mb: Annotated[int, Field(ge=5)]
     max_retries: Annotated[int, Field(ge=0)]
     backoff_seconds: Annotated[float, Field(ge=0.0)]
+    log_checkpoint_files: bool
 
 
 class GenerationConfig(Section):
@@ -367,6 +370,40 @@ class PromoteConfig(Section):
     include_ablations: bool
 
 
+class GpuJobConfig(Section):
+    """Kubernetes GPU jobs launched from a Prefect run (flows/gpu.py)."""
+
+    image: str
+    namespace: str
+    work_pool: str
+    gpus_per_node: PositiveInt
+    cpu: PositiveInt
+    memory_gi: PositiveInt
+    shm_gi: PositiveInt
+    workspace_claim: str
+    s3_secret: str
+    mlflow_tracking_uri: str
+    overlays: list[str]
+
+
+class OrchestrationConfig(Section):
+    """Prefect flows: per-stage retries and timeouts, one pipeline per workspace, GPU jobs."""
+
+    retries: Annotated[int, Field(ge=0)]
+    retry_delay_s: Annotated[float, Field(ge=0.0)]
+    stage_timeout_s: dict[str, PositiveInt]
+    lock_file: str
+    lock_wait_s: Annotated[float, Field(ge=0.0)]
+    gpu: GpuJobConfig
+
+    @field_validator("stage_timeout_s")
+    @classmethod
+    def _has_default(cls, value: dict[str, int]) -> dict[str, int]:
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry (seconds for stages not listed)")
+        return value
+
+
 class Config(Section):
     """The whole of params.yaml."""
 
@@ -394,6 +431,7 @@ class Config(Section):
     judge: JudgeConfig
     report: ReportConfig
     promote: PromoteConfig
+    orchestration: OrchestrationConfig
 
     @model_validator(mode="after")
     def _engine_settings_agree(self) -> Config:

@@ -26,7 +26,9 @@
 - Datasets: ``log_dataset_manifest`` logs a manifest through ``mlflow.data`` (run inputs);
   every stage that reads a prepared dataset logs it.
 - Checkpoints: ``log_checkpoint`` uploads to ``storage.s3_uri`` through ``omni_r1.storage``
-  and records the URI as a tag, or logs the files as MLflow artifacts when storage is off.
+  and records the URI as a tag; without S3 it logs the files as MLflow artifacts when
+  ``storage.log_checkpoint_files`` is on, else records only a reference to the DVC-tracked
+  folder (``file://`` URI) and its content hash, so the checkpoint is stored once.
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ def file_sha256(path: Path) -> str:
     with Path(path).open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(folder: Path | str) -> str:
+    """SHA-256 over every file's relative path and bytes, in sorted path order."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 
@@ -290,6 +302,8 @@ def log_checkpoint(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError(f"log_checkpoint({path}): no active MLflow run")
+    if storage is not None and not storage.s3_uri and not storage.log_checkpoint_files:
+        return log_checkpoint_reference(path, artifact_path)
     if storage is None or not storage.s3_uri:
         if path.is_dir():
             mlflow.log_artifacts(str(path), artifact_path)
@@ -307,6 +321,18 @@ def log_checkpoint(
         uri = object_storage.upload_file(client, path, root.child(path.name), storage)
     mlflow.set_tag(f"{CHECKPOINT_TAG_PREFIX}{artifact_path}", uri)
     mlflow.log_text(uri, f"{artifact_path}/S3_URI")
+    return uri
+
+
+def log_checkpoint_reference(path: Path, artifact_path: str) -> str:
+    """Record where a checkpoint lives (``file://`` URI) and its content hash, without copying it.
+
+    Tags ``omni_r1.checkpoint.<artifact_path>`` (URI) and ``...<artifact_path>.sha256``
+    (:func:`tree_sha256` for a folder, the file's SHA-256 for a file).
+    """
+    uri = path.resolve().as_uri()
+    sha = tree_sha256(path) if path.is_dir() else file_sha256(path)
+    mlflow.set_tags({f"{CHECKPOINT_TAG_PREFIX}{artifact_path}": uri, f"{CHECKPOINT_TAG_PREFIX}{artifact_path}.sha256": sha})
     return uri
 
 

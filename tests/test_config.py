@@ -168,6 +168,6 @@ def test_dvc_yaml_loops_over_the_config_tracks(repo_root: Path) -> None:
         return node
 
     loops = [resolved(stage["foreach"]) for stage in stages.values() if "foreach" in stage]
-    loops += [stage["matrix"]["track"] for stage in stages.values() if "track" in stage.get("matrix", {})]
+    loops += [resolved(stage["matrix"]["track"]) for stage in stages.values() if "track" in stage.get("matrix", {})]
     assert len(loops) >= 4  # pesft, perpo, evaluate_pesft, evaluate
     assert all(tuple(loop) == TRACKS for loop in loops)  # a dict loops over its keys

@@ -125,6 +125,25 @@ def test_checkpoint_without_storage_is_an_mlflow_artifact(cfg, tmp_path):
     assert [f.path for f in files] == ["checkpoints/pesft/weights.bin"]
 
 
+def test_checkpoint_reference_keeps_one_copy_with_its_content_hash(cfg, tmp_path):
+    folder = tmp_path / "ckpt"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"\x01" * 10)
+    (folder / "sub" / "config.json").write_text("{}")
+    storage_cfg = cfg.storage.model_copy(update={"log_checkpoint_files": False})
+    with tracking.stage_run(cfg, "pesft") as run:
+        uri = tracking.log_checkpoint(folder, "checkpoints/pesft", storage_cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    tags = client.get_run(run.info.run_id).data.tags
+
+    assert uri == folder.resolve().as_uri() and not client.list_artifacts(run.info.run_id, "checkpoints")
+    assert tags["omni_r1.checkpoint.checkpoints/pesft"] == uri
+    assert tags["omni_r1.checkpoint.checkpoints/pesft.sha256"] == tracking.tree_sha256(folder)
+    before = tracking.tree_sha256(folder)
+    (folder / "sub" / "config.json").rename(folder / "config.json")  # same bytes, another path
+    assert tracking.tree_sha256(folder) != before
+
+
 def test_checkpoint_with_storage_goes_to_s3_and_is_tagged(cfg, tmp_path, monkeypatch):
     for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)

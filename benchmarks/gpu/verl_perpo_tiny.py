@@ -35,9 +35,14 @@ def write_inputs(workdir: Path, prompts: int) -> None:
     from omni_r1.data.records import Record, RecordStep
     from omni_r1.data.storage import write_records
     from omni_r1.model.images import encode_images
-    from omni_r1.model.tiny import build_tiny_for_tests, save_tiny
+    from omni_r1.config import load_config
+    from omni_r1.model.tiny import assemble_tiny, fresh_vq, save_tiny, tiny_vq_config, train_text_tokenizer
 
-    omni = build_tiny_for_tests(seed=0)
+    tiny = load_config().model.tiny  # the embedded default's shape, random weights
+    corpus = ["THOUGHT 1: zoom in. ZOOM(0.1, 0.2, 0.3, 0.4)", "Final Answer: 3"]
+    tokenizer = train_text_tokenizer(corpus, tiny.num_codes, tiny.text_vocab_size, 1)
+    vqmodel, decoder = fresh_vq(tiny_vq_config(tiny), 0)
+    omni = assemble_tiny(tiny, tokenizer, vqmodel, decoder, 0)
     save_tiny(omni, workdir / "checkpoints/omni_r1/pesft")
     generator = torch.Generator().manual_seed(0)
     records = []
@@ -50,7 +55,7 @@ def write_inputs(workdir: Path, prompts: int) -> None:
             choices=[], input_images=[png.getvalue()], steps=[RecordStep(rationale="count")],
             final_answer=str(index % 3 + 1), answer_type="number",
         ))  # fmt: skip
-    write_records(records, workdir / "data/prepared/perpo_train", name="perpo_train")
+    write_records(records, workdir / "data/prepared/perpo_train", name="perpo_train", shard_size=len(records))
     key = {"tokenizer_hash": "bench", "manifest_sha256": "bench"}
     encode_dataset(workdir / "data/prepared/perpo_train", workdir / "data/encoded/perpo_train",
                    lambda images: encode_images(omni, images), key)  # fmt: skip

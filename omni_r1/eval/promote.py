@@ -1,24 +1,30 @@
-"""Choosing and registering the best checkpoint; the champion alias moves only on a win.
+"""Choosing and registering the best checkpoint; the champion alias moves only on a main-line win.
 
 - Candidates: every evaluated checkpoint with a folder (PeSFT-only and PeRPO steps of both
   tracks; ``no_perception_<k>`` only with ``promote.include_ablations``; ``base`` never, it
   is not a trained checkpoint). The best is the highest Omni-Bench ``average``; ties go to
   the earlier checkpoint in (track, pesft, PeRPO step) order.
-- Registration: the checkpoint folder is logged as the artifacts ``checkpoint/`` of the
-  promote run and registered as a new version of ``tracking.registered_model``, tagged with
-  the track, step, every Omni-Bench metric, the data manifest hashes and the git sha.
-- Champion: the version behind ``tracking.champion_alias``; its average is read from its
-  ``omni_r1.omnibench.average`` tag. The alias moves to the new version only when the new
-  average exceeds the champion's by more than ``promote.min_improvement`` (a champion
-  without that tag is always beaten).
+- Registration: the checkpoint is logged as a ``pyfunc`` model (:mod:`omni_r1.serving`) and
+  registered as a new version of ``tracking.registered_model``, tagged with the track, step,
+  every Omni-Bench metric, the data manifest hashes, the Omni-Bench version, the git sha, the
+  ``dvc.lock`` hash and the run line.
+- Run line: ``main`` when the run has no overrides (no ``--overlay``, params.yaml as
+  committed) and is not a DVC experiment (``DVC_EXP_NAME`` unset); anything else is an
+  ``experiment``. Only a main-line run may move ``tracking.champion_alias``; an experiment's
+  version gets ``tracking.challenger_alias`` and the champion is left alone.
+- Same bench: averages are compared only on one Omni-Bench version (the SHA-256 of its data
+  manifest, tag ``omni_r1.omnibench_version``). A champion scored on another version is
+  re-evaluated on the current one first; if that is impossible the promotion is refused.
+- Champion: the alias moves to the new version only when its average exceeds the
+  champion's by more than ``promote.min_improvement`` (a champion without an average tag is
+  always beaten).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 
@@ -30,6 +36,38 @@ TAG_TRACK = "omni_r1.track"
 TAG_STEP = "omni_r1.step"
 TAG_METRIC_PREFIX = "omni_r1.omnibench."
 TAG_AVERAGE = f"{TAG_METRIC_PREFIX}{AVERAGE_KEY}"
+TAG_BENCH = "omni_r1.omnibench_version"
+TAG_LINE = "omni_r1.line"
+TAG_DVC_LOCK = "omni_r1.dvc_lock_sha256"
+MAIN_LINE, EXPERIMENT_LINE = "main", "experiment"
+
+
+def run_line(dvc_experiment: str | None, overlays: Sequence[object], params_changed: bool) -> tuple[str, str]:
+    """``("main", "")``, or ``("experiment", why)`` when the run carries any override."""
+    reasons = []
+    if dvc_experiment:
+        reasons.append(f"DVC experiment {dvc_experiment!r}")
+    if overlays:
+        reasons.append(f"overlays {', '.join(str(o) for o in overlays)}")
+    if params_changed:
+        reasons.append("params.yaml differs from the committed one")
+    return (EXPERIMENT_LINE, "; ".join(reasons)) if reasons else (MAIN_LINE, "")
+
+
+def bench_version(data_tags: Mapping[str, str], data_tag_prefix: str, dataset: str) -> str:
+    """The Omni-Bench version: SHA-256 of ``metrics/data_<dataset>.json`` (its data tag)."""
+    key = f"{data_tag_prefix}{dataset}"
+    if key not in data_tags:
+        raise FileNotFoundError(f"no data manifest metrics/data_{dataset}.json: the Omni-Bench version is unknown")
+    return data_tags[key]
+
+
+def bench_mismatch(version: ModelVersion, bench: str) -> str | None:
+    """Why ``version``'s scores are not on Omni-Bench ``bench`` (None when they are)."""
+    scored_on = (version.tags or {}).get(TAG_BENCH)
+    if scored_on == bench:
+        return None
+    return f"champion version {version.version} was scored on Omni-Bench {scored_on or '<unknown>'}, not {bench}"
 
 
 @dataclass(frozen=True)
@@ -84,23 +122,3 @@ def version_tags(candidate: Candidate, data_tags: Mapping[str, str], git_sha: st
     if git_sha:
         tags["omni_r1.git_sha"] = git_sha
     return tags
-
-
-def register_version(
-    client: Any, model_name: str, source_uri: str, run_id: str, tags: Mapping[str, str]
-) -> ModelVersion:
-    """Register the checkpoint at ``source_uri`` as a new version of ``model_name``.
-
-    ``mlflow.register_model`` accepts only MLflow-format models (an ``MLmodel`` file) for
-    ``runs:/`` URIs in MLflow 3; a checkpoint folder is not one, so the version is created
-    with the client call underneath it, from the artifacts' storage URI and the run id.
-    The registered model is created on first use.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(model_name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    return client.create_model_version(model_name, source_uri, run_id=run_id, tags=dict(tags))

@@ -38,7 +38,7 @@ from typing import Any
 import mlflow
 import torch
 
-from omni_r1.config import TRACKS, Config
+from omni_r1.config import Config
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
@@ -151,8 +151,8 @@ def run(
     ``dry_run`` writes its inputs (and the RayJob ``manifest`` when given) and prints the
     submit command without submitting.
     """
-    if track not in TRACKS:
-        raise ValueError(f"unknown track {track!r}; known: {', '.join(TRACKS)}")
+    if track not in cfg.pesft.datasets:  # the tracks are the keys of pesft.datasets
+        raise ValueError(f"unknown track {track!r}; known: {', '.join(cfg.pesft.datasets)}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     cfg = VARIANTS[variant](cfg)

@@ -16,6 +16,9 @@ Writes ``checkpoints/<track>/pesft/`` (``load_omni`` layout + ``projection.safet
 + ``trainer_state.json``), ``metrics/pesft_<track>.json`` and an MLflow run
 ``pesft-<track>`` with per-step cross_entropy, perception, grad_norm, learning_rate,
 tokens_per_s and the checkpoint (artifacts, or its S3 URI when ``storage.s3_uri`` is set).
+The DVC-tracked files hold no wall-clock values (``train_runtime``, ``tokens_per_s`` are
+stripped from the saved Trainer state; ``train_seconds`` goes to MLflow only), so the same
+inputs and seed give the same bytes.
 
 ``parse_rate`` is measured on held-out prompts (``pesft.parse_eval_dataset``, the
 Omni-Bench set by default, never trained on): the share of greedy outputs
@@ -38,6 +41,7 @@ max length 5100); W is trained by default (official code: a fixed random project
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -131,13 +135,25 @@ def held_out_prompts(cfg: Config, omni: Any) -> list[Any]:
     return prompt_ids(records, read_codes(encoded_dir), encoded_dir, omni.layout, omni.tokenizer)
 
 
+TIMING_KEYS = ("tokens_per_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+
+
+def timing_free_state(state: dict[str, Any]) -> str:
+    """Trainer's state (``dataclasses.asdict``) as JSON without wall-clock entries, so the DVC output is byte-stable."""
+    state = dict(state)
+    state["log_history"] = [
+        {key: value for key, value in entry.items() if key not in TIMING_KEYS} for entry in state["log_history"]
+    ]
+    return json.dumps(state, indent=2, sort_keys=True) + "\n"
+
+
 def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path) -> None:
-    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history)."""
+    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history, no timings)."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     save_omni(omni, out_dir)
     save_projection(projection, out_dir)
-    trainer.state.save_to_json(str(out_dir / TRAINER_STATE))
+    (out_dir / TRAINER_STATE).write_text(timing_free_state(dataclasses.asdict(trainer.state)), encoding="utf-8")
 
 
 def summary_metrics(cfg: Config, history: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
@@ -147,7 +163,6 @@ def summary_metrics(cfg: Config, history: list[dict[str, float]], **extra: Any) 
         "ce_last": window_mean(history, "cross_entropy", window, last=True),
         "perception_first": window_mean(history, "perception", window, last=False),
         "perception_last": window_mean(history, "perception", window, last=True),
-        "tokens_per_s": window_mean(history, "tokens_per_s", len(history), last=True),
         **extra,
     }
 
@@ -209,11 +224,15 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
             cfg, history,
             parse_rate=parse.rate, parse_eval_prompts=len(parse.ok), parse_eval_dataset=cfg.pesft.parse_eval_dataset,
             steps=trainer.state.global_step, sequences=len(data.sequences), dropped_sequences=data.dropped,
-            train_seconds=train_seconds, resumed_from=resume,
+            resumed_from=resume,
         )  # fmt: skip
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=1), encoding="utf-8")
         mlflow.log_metrics({f"pesft.{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        mlflow.log_metrics({  # wall-clock timings: MLflow only, never in a DVC-tracked file
+            "pesft.train_seconds": train_seconds,
+            "pesft.tokens_per_s": window_mean(history, "tokens_per_s", len(history), last=True),
+        })
         mlflow.log_dict({"texts": parse.texts, "ok": parse.ok}, "pesft/parse_eval.json")
         log_checkpoint(paths.out, f"checkpoints/{track}/pesft", cfg.storage)
         shutil.rmtree(paths.resume, ignore_errors=True)

@@ -37,6 +37,7 @@ from omni_r1.data import OMNIBENCH, PERPO_TRAIN, SFT_TRAIN, TEXT_COT
 from omni_r1.data.mixes import perpo_mix
 from omni_r1.data.omnibench import Exclusion, assemble_omnibench, drop_overlaps, synthetic_omnibench
 from omni_r1.data.records import Record
+from omni_r1.data.revisions import check_local_pin
 from omni_r1.data.sources import get_source, load_source
 from omni_r1.data.storage import manifest_summary, write_records
 from omni_r1.data.synthetic import GENERATORS, generate
@@ -86,8 +87,12 @@ def real_plans(cfg: Config) -> Iterator[tuple[str, DatasetPlan]]:
 
     def source(name: str, role: str, skipped: Counter[str]) -> Iterator[Record]:
         configs = tuple(data.hub_configs[name]) if name in data.hub_configs else None
-        return load_source(name, role, local_path=data.local_paths.get(name), configs=configs,
-                           on_bad_record=data.on_bad_record, skipped=skipped)
+        local_path = data.local_paths.get(name)
+        if local_path is not None:
+            check_local_pin(name, local_path, data.revisions.get(name))
+        return load_source(name, role, local_path=local_path, configs=configs,
+                           on_bad_record=data.on_bad_record, skipped=skipped,
+                           revision=None if local_path is not None else data.revisions.get(name))
 
     slice_sources = {
         slice_name: {name: source(name, "eval", skipped_bench) for name in counts

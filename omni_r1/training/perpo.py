@@ -64,6 +64,7 @@ from omni_r1.training.rollout import (
     reward_scorer,
     rollout_metrics,
     rollout_settings,
+    without_timings,
 )
 
 PROBE_SEED_OFFSET = 7919  # the probe's prompt order and sampling seed: run.seed + this
@@ -312,9 +313,9 @@ class PerpoTrainer:
             step=self.step_count,
             extra={
                 "cursor": self.cursor.position,
-                "history": self.history,
+                "history": [without_timings(entry) for entry in self.history],  # byte-stable checkpoints
                 "fingerprint": self.fingerprint,
-                "probes": self.probes,
+                "probes": {name: without_timings(values) for name, values in self.probes.items()},
             },
         )
         return save_checkpoint(

@@ -425,6 +425,14 @@ def collate_responses(responses: Sequence[Response], pad_id: int) -> TrainingBat
 # ---------------------------------------------------------------------------------------------
 
 
+TIMING_PREFIX = "perf/"  # wall-clock metrics: logged to MLflow, never written into a checkpoint
+
+
+def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` less the wall-clock ones, so a checkpoint's bytes depend on its inputs only."""
+    return {key: value for key, value in metrics.items() if not key.startswith(TIMING_PREFIX)}
+
+
 def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[str, float]:
     """Reward and its components, lengths and throughput over every generated response.
 

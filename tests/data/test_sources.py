@@ -100,3 +100,24 @@ def test_unknown_source_and_role_are_named():
         list(load_source("nope", "train", on_bad_record="error"))
     with pytest.raises(KeyError, match="no 'train' split"):
         list(load_source("vstar", "train", on_bad_record="error"))
+
+
+
+@pytest.mark.parametrize("name", sorted(n for n, spec in SOURCES.items() if spec.local_format == "json"))
+def test_truncated_json_line_is_named_and_skippable(name, source_files, hf_cache):
+    path = source_files(name, 3)
+    if path.is_dir():
+        path = next(p for p in sorted(path.rglob("*.jsonl")))
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]  # a truncated second line
+    path.write_text("\n".join(lines) + "\n")
+    role = ROLE.get(name, "train")
+    with pytest.raises(DataError) as info:
+        list(load_source(name, role, local_path=path, on_bad_record="error", cache_dir=hf_cache))
+    assert (info.value.file, info.value.record_id, info.value.reason) == (str(path), "line 2", "bad_json")
+    assert f"{path}: record 'line 2'" in str(info.value)
+    skipped: Counter[str] = Counter()
+    kept = list(load_source(name, role, local_path=path, on_bad_record="skip", skipped=skipped, cache_dir=hf_cache))
+    assert len(kept) == 2 and skipped == {f"{name}:bad_json": 1}
+    clean = list(load_source(name, role, local_path=source_files(name, 3), on_bad_record="error", cache_dir=hf_cache))
+    assert [r.id for r in kept] == [clean[0].id, clean[2].id]  # ids keep their line positions

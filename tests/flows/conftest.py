@@ -39,7 +39,7 @@ def build_toy_project(root: Path, params_update: dict | None = None) -> Path:
             data[section].update(values)
         params = yaml.safe_dump(data, sort_keys=False)
     (root / "params.yaml").write_text(params)
-    (root / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    (root / ".gitignore").write_text("mlflow.db\nmlruns/\n.omni-r1-pipeline.lock\n")
     git(root, "init", "-q")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
     git(root, "add", "-A")

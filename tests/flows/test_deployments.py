@@ -13,11 +13,11 @@ from flows.serve import build_deployments, read_deployments
 
 def test_deployments_build_from_their_flows(repo_root: Path) -> None:
     built = {deployment.name: deployment for deployment in build_deployments(repo_root / "prefect.yaml")}
-    assert set(built) == {"pipeline", "retrain"}
+    assert set(built) == {"pipeline", "retrain", "gpu-stage"}
     assert built["pipeline"].schedules in (None, [])
     crons = [schedule.schedule.cron for schedule in built["retrain"].schedules]
     assert crons == ["0 3 * * 1"]
-    assert {d.flow_name for d in built.values()} == {"pipeline", "retrain"}
+    assert {d.flow_name for d in built.values()} == {"pipeline", "retrain", "gpu-stage"}
 
 
 def test_declared_schedules_are_valid_cron(repo_root: Path) -> None:

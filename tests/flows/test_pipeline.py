@@ -11,8 +11,6 @@ from mlflow.tracking import MlflowClient
 
 from flows.pipeline import Overrides, Selection, pipeline
 from flows.retrain import retrain
-from omni_r1 import tracking
-from omni_r1.config import load_config
 
 pytestmark = pytest.mark.slow  # runs the DVC pipeline end to end in subprocesses
 
@@ -117,28 +115,6 @@ def test_pipeline_publishes_prefect_artifacts(first_run):
     assert table["type"] == "table" and "omni_r1-10" in json.dumps(table["data"])
     assert first_run[2]["parent_run_id"] in note["data"]
     assert "version 1" in note["data"]  # the toy promote stage registered a champion
-
-
-def test_retrain_skips_unchanged_data_and_reruns_on_new_data(first_run):
-    project = first_run[0]
-    selection = Selection(tracks=["omni_r1"], checkpoint_steps=[10])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(project)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        unchanged = retrain(selection=selection, project_dir=str(project))
-        (project / "data/raw.txt").write_text("first line of toy data\nand a new second line\n")
-        changed = retrain(selection=selection, project_dir=str(project))
-
-    assert unchanged["retrained"] is False and unchanged["changed_data"] == []
-    assert changed["retrained"] is True
-    assert changed["changed_data"] == ["omni_r1.data.toy"]
-    new_parent = changed["pipeline"]["parent_run_id"]
-    assert new_parent != first_run[2]["parent_run_id"]
-    base = load_config(project / "params.yaml")
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    cfg = base.model_copy(update={"tracking": base.tracking.model_copy(update={"tracking_uri": uri})})
-    champion_data = tracking.champion_data_tags(cfg)
-    assert champion_data["omni_r1.data.toy"] == tracking.file_sha256(project / "metrics/data_toy.json")
 
 
 def test_flow_forms_refuse_unknown_fields_by_name():

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
-SERVING = {"postgres", "seaweedfs", "mlflow", "redis", "prefect-server", "prefect-services", "prefect-worker"}
+SERVING = {"postgres", "seaweedfs", "mlflow", "redis", "prefect-server", "prefect-services", "prefect-worker",
+           "prefect-worker-gpu"}  # fmt: skip
+PINNED_TAG = re.compile(r"^[^\s:]+:[^:@\s]*\d+\.\d+[^:@\s]*(@sha256:[0-9a-f]{64})?$")
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(?::?-[^}]*)?\}")
 
 
@@ -45,8 +47,55 @@ def test_dependencies_wait_for_health_or_completion(compose):
 
 def test_mlflow_uses_postgres_and_s3_artifacts(compose):
     command = " ".join(compose["services"]["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql://" in command
+    assert 'export MLFLOW_BACKEND_STORE_URI="postgresql://' in command  # the store URI is an environment variable
     assert "--artifacts-destination=s3://" in command
+
+
+def test_published_ports_bind_loopback_by_default(compose):
+    published = [(name, port) for name, service in compose["services"].items() for port in service.get("ports", [])]
+    assert published, "no published ports"
+    for name, port in published:
+        assert str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port} binds every interface"
+    assert env_example()["BIND_ADDRESS"] == "127.0.0.1"
+
+
+def test_secrets_come_from_files_never_from_command_lines(compose):
+    text = (INFRA / "compose.yaml").read_text()
+    for variable in ("POSTGRES_PASSWORD", "S3_SECRET_KEY", "S3_ACCESS_KEY"):
+        assert "${" + variable not in text, f"{variable} interpolated by compose"
+        assert variable not in env_example(), f"{variable} in .env.example"
+    assert {spec["file"] for spec in compose["secrets"].values()} == {
+        "./secrets/postgres_password", "./secrets/s3_access_key", "./secrets/s3_secret_key",
+    }  # fmt: skip
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    for name, service in compose["services"].items():
+        script = " ".join(service.get("command") or []) if isinstance(service.get("command"), list) else str(service.get("command") or "")
+        for reader in ('eval "$$SECRET_ENV"', 'eval "$$DB_SECRET_ENV"'):  # reads the files inside the container
+            script = script.replace(reader, "")
+        executed = script.rpartition("exec ")[2]  # the argv of the long-running program (or the whole script)
+        for secret in ("PASSWORD", "SECRET", "/run/secrets", "ACCESS_KEY"):
+            assert secret not in executed, f"{name}: {secret} on the command line: {executed}"
+        for value in (service.get("environment") or {}).values():
+            assert "change-me" not in str(value)
+
+
+def test_every_image_is_pinned_to_a_version(compose):
+    for name, service in compose["services"].items():
+        assert PINNED_TAG.match(service["image"]), f"{name}: {service['image']} is not pinned to a version"
+    extra = compose["services"]["prefect-server"]["environment"]["EXTRA_PIP_PACKAGES"]
+    assert all("==" in package for package in extra.split()), extra
+    for dockerfile in (INFRA / "mlflow" / "Dockerfile", INFRA / "worker" / "Dockerfile"):
+        base = next(line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM"))
+        assert PINNED_TAG.match(base), f"{dockerfile}: base image {base} is not pinned"
+
+
+def test_gpu_worker_reserves_nvidia_devices(compose):
+    worker = compose["services"]["prefect-worker-gpu"]
+    assert worker["profiles"] == ["gpu"]
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert worker["environment"]["WORK_POOL"] == "omni-r1-gpu"
+    assert "prefect-worker" not in worker.get("profiles", []) and "profiles" not in compose["services"]["prefect-worker"]
     assert "minio" not in (INFRA / "compose.yaml").read_text().lower()
 
 

@@ -7,8 +7,10 @@ test runs the real reward (score_batch) end to end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -354,6 +356,20 @@ def test_stage_writes_checkpoints_metrics_gallery_and_resumes(
 
     again = stage.run(cfg, track="omni_r1")  # resumes at the last checkpoint: nothing left to train
     assert again["steps"] == 2 and again["reward_step0"] == summary["reward_step0"]
+
+    # A fresh run on the same inputs writes byte-identical DVC outputs (no timings in them).
+    def digests() -> dict[str, str]:
+        files = [*sorted(Path("checkpoints/omni_r1/perpo").rglob("*")), Path("metrics/perpo_omni_r1.json")]
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+    first = digests()
+    state = json.loads(Path("checkpoints/omni_r1/perpo/step_2/trainer_state.json").read_text())
+    assert state["extra"]["history"] and not any(
+        key.startswith("perf/") for entry in state["extra"]["history"] for key in entry
+    )
+    shutil.rmtree("checkpoints/omni_r1/perpo")
+    stage.run(cfg, track="omni_r1")
+    assert digests() == first
 
     ablation = stage.VARIANTS["no_perception"](cfg)
     assert ablation.reward.perception_weight == 0.0 and cfg.reward.perception_weight > 0

@@ -164,6 +164,13 @@ def test_window_mean_first_and_last() -> None:
     assert window_mean(rows, "cross_entropy", 2, last=True) == 1.0
 
 
+def tree_digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
+    """sha256 of every file under ``root`` matching ``pattern``, by path."""
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob(pattern)) if p.is_file()}
+
+
 def write_dataset(records: list, root: Path, name: str, omni: Any, encoded_root: Path) -> None:
     from omni_r1.data.codes import encode_dataset
     from omni_r1.data.storage import write_records
@@ -217,8 +224,9 @@ def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monke
     metrics = pesft_stage.run(cfg, track="omni_r1_zero")
     written = json.loads(Path("metrics/pesft_omni_r1_zero.json").read_text())
     assert written["steps"] == metrics["steps"] == 3
-    assert {"ce_first", "ce_last", "perception_first", "perception_last", "parse_rate", "tokens_per_s",
+    assert {"ce_first", "ce_last", "perception_first", "perception_last", "parse_rate",
             "dropped_sequences"} <= written.keys()  # fmt: skip
+    assert not {"tokens_per_s", "train_seconds"} & written.keys()  # timings go to MLflow only
     assert 0.0 <= written["parse_rate"] <= 1.0 and written["parse_eval_prompts"] == 2
 
     out = Path("checkpoints/omni_r1_zero/pesft")
@@ -227,9 +235,18 @@ def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monke
     assert load_projection(out, trainable=True).weight.shape == (loaded.model.config.vq_config.embed_dim, loaded.model.config.hidden_size)
     assert not Path("checkpoints/omni_r1_zero/pesft_resume").exists()  # cleared after success
 
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["log_history"] and not any("train_runtime" in row or "tokens_per_s" in row for row in state["log_history"])
+
+    # Same inputs, same seed: the DVC-tracked outputs are byte-identical on a second run.
+    first = tree_digests(out) | tree_digests(Path("metrics"), "pesft_*.json")
+    pesft_stage.run(cfg, track="omni_r1_zero")
+    assert tree_digests(out) | tree_digests(Path("metrics"), "pesft_*.json") == first
+
     runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment])
     pesft_run = runs[runs["tags.mlflow.runName"] == "pesft-omni_r1_zero"].iloc[0]
     assert pesft_run["metrics.pesft/cross_entropy"] > 0
+    assert pesft_run["metrics.pesft.train_seconds"] > 0
     assert (runs["tags.mlflow.runName"] == "bootstrap").any()
     client = mlflow.MlflowClient()
 

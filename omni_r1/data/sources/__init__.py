@@ -44,6 +44,7 @@ def load_source(
     skipped: Counter[str] | None = None,
     cache_dir: str | None = None,
     configs: tuple[str, ...] | None = None,
+    revision: str | None = None,
 ) -> Iterator[Record]:
     """Records of one source for ``role`` (``train`` | ``eval``).
 
@@ -55,6 +56,7 @@ def load_source(
         skipped: counter of skipped records by ``source:reason``.
         cache_dir: ``datasets`` cache folder.
         configs: hub configs to read instead of the spec's (e.g. Zebra-CoT categories).
+        revision: hub commit to read (``data.revisions``); None reads the latest.
     """
     spec = get_source(name)
     if role not in spec.splits:
@@ -64,7 +66,7 @@ def load_source(
     if local_path is not None and Path(local_path).is_file():
         splits = splits[:1]  # one local file holds one split
     for split in splits:
-        rows = load_rows(spec, split, local_path=local_path, cache_dir=cache_dir, configs=configs)
+        rows = load_rows(spec, split, local_path=local_path, cache_dir=cache_dir, configs=configs, revision=revision)
         yield from convert_rows(spec, rows, on_bad_record, counter)
 
 

@@ -48,12 +48,12 @@ def convert(row: dict[str, Any], ctx: RowContext) -> Record:
     )
 
 
-def hub_rows(spec: SourceSpec, split: str) -> Iterator[tuple[dict[str, Any], RowContext]]:
-    """Download ``arxivqa.jsonl`` and ``images.tgz`` and read them as a local copy."""
+def hub_rows(spec: SourceSpec, split: str, revision: str | None) -> Iterator[tuple[dict[str, Any], RowContext]]:
+    """Download ``arxivqa.jsonl`` and ``images.tgz`` (at ``revision``) and read them as a local copy."""
     from huggingface_hub import hf_hub_download
 
-    jsonl = Path(hf_hub_download(HUB_ID, "arxivqa.jsonl", repo_type="dataset"))
-    archive = Path(hf_hub_download(HUB_ID, "images.tgz", repo_type="dataset"))
+    jsonl = Path(hf_hub_download(HUB_ID, "arxivqa.jsonl", repo_type="dataset", revision=revision))
+    archive = Path(hf_hub_download(HUB_ID, "images.tgz", repo_type="dataset", revision=revision))
     marker = jsonl.parent / ".images_extracted"
     if not marker.exists():
         with tarfile.open(archive) as tar:

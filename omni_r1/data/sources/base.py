@@ -3,13 +3,16 @@
 An adapter is a :class:`SourceSpec`: the real hub id, configs and splits, the Uni-Task it
 feeds, and ``convert(row, ctx) -> Record`` for one upstream row. Rows come from
 ``datasets.load_dataset(hub_id, config, split=...)`` or, for a local copy as upstream ships
-it, from ``load_dataset("parquet" | "json", data_files=...)``; image columns are read
+it, from ``load_dataset("parquet", data_files=...)`` or, for JSON lines, line by line
+(:func:`json_lines_rows`: a line that is not a JSON object is a :class:`DataError` naming the
+file and line, skipped and counted under ``on_bad_record: skip``); image columns are read
 undecoded so a corrupt image becomes a :class:`DataError` naming its record, not a crash.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -103,7 +106,8 @@ class SourceSpec:
         convert: one upstream row -> :class:`Record`.
         record_id: the upstream id of a row (``index_id`` when upstream has none).
         local_format: ``parquet`` or ``json`` (jsonl) for a local copy.
-        hub_loader: optional override of the hub branch (sources shipped as archives).
+        hub_loader: optional override of the hub branch (sources shipped as archives), called
+            with the spec, the split and the pinned hub commit (None: latest).
     """
 
     name: str
@@ -114,7 +118,7 @@ class SourceSpec:
     convert: Converter
     record_id: IdOf = index_id
     local_format: str = "parquet"
-    hub_loader: Callable[[SourceSpec, str], Iterator[tuple[dict[str, Any], RowContext]]] | None = None
+    hub_loader: Callable[[SourceSpec, str, str | None], Iterator[tuple[dict[str, Any], RowContext]]] | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -169,34 +173,68 @@ def iter_dataset(dataset: Any, spec: SourceSpec, file: str, split: str, base_dir
 
 def load_rows(spec: SourceSpec, split: str, local_path: Path | str | None = None,
               cache_dir: str | None = None, configs: tuple[str, ...] | None = None,
-              ) -> Iterator[tuple[dict[str, Any], RowContext]]:
+              revision: str | None = None) -> Iterator[tuple[dict[str, Any], RowContext]]:
     """Rows of one split with their context: from ``local_path`` if given, else from the hub
-    (``configs`` overrides the spec's hub configs)."""
+    at commit ``revision`` (None: latest; ``configs`` overrides the spec's hub configs)."""
     import datasets
 
     if local_path is None:
         if spec.hub_loader is not None:
-            yield from spec.hub_loader(spec, split)
+            yield from spec.hub_loader(spec, split, revision)
             return
         for config in configs or spec.configs:
-            dataset = datasets.load_dataset(spec.hub_id, config, split=split, cache_dir=cache_dir)
+            dataset = datasets.load_dataset(spec.hub_id, config, split=split, cache_dir=cache_dir, revision=revision)
             where = f"hf://datasets/{spec.hub_id}" + (f"/{config}" if config else "") + f"[{split}]"
             yield from iter_dataset(dataset, spec, where, split, None, config)
         return
     suffixes = (".parquet",) if spec.local_format == "parquet" else (".jsonl", ".json")
     known = tuple(s for value in spec.splits.values() for s in value.split(","))
     for path in local_files(Path(local_path), split, suffixes, known):
+        if spec.local_format == "json":
+            yield from json_lines_rows(spec, path, split)
+            continue
         dataset = datasets.load_dataset(
             spec.local_format, data_files=str(path), split="train", cache_dir=cache_dir
         )
         yield from iter_dataset(dataset, spec, str(path), split, path.parent, None)
 
 
+def json_lines_rows(spec: SourceSpec, path: Path, split: str) -> Iterator[tuple[Any, RowContext]]:
+    """Rows of a JSON-lines file, read one line at a time; blank lines are ignored.
+
+    A line that does not parse, or is not a JSON object, is yielded as a :class:`DataError`
+    (file, ``line <n>``, reason ``bad_json``) in place of the row, for :func:`convert_rows`
+    to raise or count. ``index`` counts non-blank lines, so ids match a clean file's.
+    """
+    index = 0
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            except ValueError as err:
+                where = f"line {number}"
+                ctx = RowContext(spec.name, str(path), where, index, split, path.parent, None)
+                yield DataError(str(path), where, "line", "bad_json", f"not a JSON object: {err}"), ctx
+            else:
+                record_id = f"{spec.name}/{spec.record_id(row, index, split)}"
+                yield row, RowContext(spec.name, str(path), record_id, index, split, path.parent, None)
+            index += 1
+
+
 def convert_rows(spec: SourceSpec, rows: Iterator[tuple[dict[str, Any], RowContext]],
                  on_bad_record: str, skipped: Counter[str]) -> Iterator[Record]:
-    """Convert rows; a bad one raises :class:`DataError` or (``skip``) is counted by reason."""
+    """Convert rows; a bad one raises :class:`DataError` or (``skip``) is counted by reason.
+
+    A row given as a :class:`DataError` (an unreadable line) is handled the same way.
+    """
     for row, ctx in rows:
         try:
+            if isinstance(row, DataError):
+                raise row
             yield spec.convert(row, ctx)
         except DataError as err:
             if on_bad_record != "skip":

@@ -41,10 +41,10 @@ def convert(row: dict[str, Any], ctx: RowContext) -> Record:
     )
 
 
-def hub_rows(spec: SourceSpec, split: str) -> Iterator[tuple[dict[str, Any], RowContext]]:
+def hub_rows(spec: SourceSpec, split: str, revision: str | None) -> Iterator[tuple[dict[str, Any], RowContext]]:
     from huggingface_hub import snapshot_download
 
-    folder = Path(snapshot_download(HUB_ID, repo_type="dataset"))
+    folder = Path(snapshot_download(HUB_ID, repo_type="dataset", revision=revision))
     yield from load_rows(spec, split, local_path=folder / "test_questions.jsonl")
 
 

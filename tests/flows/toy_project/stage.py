@@ -19,6 +19,8 @@ def pesft(track: str) -> None:
     from omni_r1.config import load_config
 
     cfg = load_config("params.yaml")
+    if cfg.run.seed == 13:  # the failure drill of the flow tests
+        sys.exit("toy pesft: seed 13 fails on purpose")
     out = Path(f"checkpoints/pesft_{track}")
     out.mkdir(parents=True, exist_ok=True)
     with tracking.stage_run(cfg, f"pesft@{track}", tags={"omni_r1.track": track}):
