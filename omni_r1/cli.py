@@ -4,12 +4,18 @@ Every stage command reads params.yaml (``--params``), optionally merges overlays
 (``--overlay``), and calls ``omni_r1.stages.<name>.run(cfg, ...)``. DVC stages and Prefect
 flows call these same commands. A stage whose module is not built yet says so and exits
 with code 2; nothing pretends to succeed.
+
+Output: long loops show progress (``omni_r1.console``), each stage ends with one result line
+on stdout (``omni_r1.results.result_line``), and ``omni-r1 summary`` prints the closing
+summary of a run. Library progress bars and chatter stay quiet unless ``-v`` /
+``OMNI_R1_VERBOSE=1`` asks for them.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +24,7 @@ import yaml
 from rich.console import Console
 
 from omni_r1.config import Config, ConfigError, dvc_set_params, load_config
+from omni_r1.console import quiet_libraries, verbose_requested
 
 app = typer.Typer(
     name="omni-r1",
@@ -49,7 +56,21 @@ def _load(params: Path, overlay: list[Path] | None) -> Config:
         raise typer.Exit(1) from err
 
 
-def _run_stage(name: str, cfg: Config, **kwargs: Any) -> Any:
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show library progress bars and INFO logs (or OMNI_R1_VERBOSE=1).")
+    ] = False,
+) -> None:
+    """Omni-R1 pipeline: interleaved text-and-image reasoning with PeSFT and PeRPO."""
+    if not verbose_requested(verbose):
+        quiet_libraries()
+
+
+def _run_stage(name: str, cfg: Config, subject: str = "", **kwargs: Any) -> Any:
+    """Run ``omni_r1.stages.<name>.run(cfg, **kwargs)`` and print its result line."""
+    from omni_r1.results import result_line
+
     try:
         module = importlib.import_module(f"omni_r1.stages.{name}")
     except ModuleNotFoundError as err:
@@ -57,7 +78,11 @@ def _run_stage(name: str, cfg: Config, **kwargs: Any) -> Any:
             raise
         console.print(f"[yellow]stage '{name}' is not built yet[/yellow]")
         raise typer.Exit(NOT_BUILT_EXIT) from err
-    return module.run(cfg, **kwargs)
+    started = time.perf_counter()
+    result = module.run(cfg, **kwargs)
+    if isinstance(result, dict):
+        typer.echo(result_line(name, result, time.perf_counter() - started, subject))
+    return result
 
 
 @config_app.command("show")
@@ -119,7 +144,7 @@ def pesft(
     track: TrackOpt, params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None
 ) -> None:
     """Perception-aligned SFT (cross-entropy + perception loss)."""
-    _run_stage("pesft", _load(params, overlay), track=track)
+    _run_stage("pesft", _load(params, overlay), subject=track, track=track)
 
 
 @app.command()
@@ -130,7 +155,8 @@ def perpo(
     variant: Annotated[str, typer.Option(help="Run variant, e.g. no_perception.")] = "default",
 ) -> None:
     """Perception-calibrated group-relative PPO with checkpoints."""
-    _run_stage("perpo", _load(params, overlay), track=track, variant=variant)
+    subject = track if variant == "default" else f"{track} ({variant})"
+    _run_stage("perpo", _load(params, overlay), subject=subject, track=track, variant=variant)
 
 
 @app.command()
@@ -141,7 +167,7 @@ def evaluate(
     overlay: OverlayOpt = None,
 ) -> None:
     """Evaluate one checkpoint on the Omni-Bench slices."""
-    _run_stage("evaluate", _load(params, overlay), track=track, step=step)
+    _run_stage("evaluate", _load(params, overlay), subject=f"{track} step {step}", track=track, step=step)
 
 
 @app.command()
@@ -154,6 +180,16 @@ def report(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) 
 def promote(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Register the best checkpoint and move the champion alias when it wins."""
     _run_stage("promote", _load(params, overlay))
+
+
+@app.command()
+def summary(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
+    """Print the closing summary of the last run: Omni-Bench, champion, where to look next."""
+    from omni_r1.results import closing_summary
+    from omni_r1.tracking import tracking_uri
+
+    cfg = _load(params, overlay)
+    typer.echo(closing_summary(cfg, tracking_uri=tracking_uri(cfg)), nl=False)
 
 
 @app.command()

@@ -331,6 +331,12 @@ class PromoteConfig(Section):
     include_ablations: bool
 
 
+class ConsoleConfig(Section):
+    """What a person sees while a stage runs (omni_r1.console)."""
+
+    log_every_s: Annotated[float, Field(gt=0.0)]
+
+
 class Config(Section):
     """The whole of params.yaml."""
 
@@ -356,6 +362,7 @@ class Config(Section):
     judge: JudgeConfig
     report: ReportConfig
     promote: PromoteConfig
+    console: ConsoleConfig
 
 
 class ConfigError(ValueError):

@@ -14,7 +14,7 @@ and the mean codebook embedding of its generated images, which the report projec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,7 @@ def generate_responses(
     generate_kwargs: dict[str, Any],
     max_images: int | None,
     batch_size: int,
+    on_items: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """Interleaved generation for every prompt, ``batch_size`` prompts per call.
 
@@ -149,6 +150,7 @@ def generate_responses(
         generate_kwargs: HF ``generate`` arguments (see :func:`decoding_kwargs`).
         max_images: most images per answer.
         batch_size: prompts per ``generate`` call (left-padded together).
+        on_items: called with the number of prompts answered by each call (progress).
     """
     layout: TokenLayout = omni.layout
     device = next(omni.model.parameters()).device
@@ -162,6 +164,8 @@ def generate_responses(
         for row in sequences[:, input_ids.shape[1] :].cpu():  # [N]
             text, codes = decode_interleaved(omni.tokenizer, layout, row)
             generations.append(Generation(row, text, codes))
+        if on_items is not None:
+            on_items(input_ids.shape[0])
     return generations
 
 
@@ -269,7 +273,13 @@ def codebook_of(omni: Any) -> torch.Tensor:
     return omni.model.model.vqmodel.quantize.embedding.weight
 
 
-def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Judge) -> EvalResult:
+def evaluate_items(
+    omni: Any,
+    items: Sequence[BenchItem],
+    cfg: Config,
+    judge: Judge,
+    on_items: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Generate, judge and score every item.
 
     Args:
@@ -278,6 +288,7 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
         cfg: ``eval`` (decoding, batch size), ``generation`` (budget, image cap, sampling),
             ``reward`` (perception score).
         judge: decides each prediction.
+        on_items: called with the number of items answered by each generate call (progress).
     """
     prompts = [
         pack_prompt(item.prompt_trajectory(), omni.layout, omni.tokenizer, item.input_codes)
@@ -285,7 +296,7 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
     ]  # [P_i] each
     generations = generate_responses(
         omni, prompts, decoding_kwargs(cfg.generation, cfg.eval.decoding),
-        cfg.generation.max_images_per_answer, cfg.eval.batch_size,
+        cfg.generation.max_images_per_answer, cfg.eval.batch_size, on_items,
     )  # fmt: skip
     judged = [
         JudgeItem(gold=item.record.final_answer, response=g.text, choices=tuple(item.record.choices))

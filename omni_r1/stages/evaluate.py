@@ -35,6 +35,7 @@ import mlflow
 import torch
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
 from omni_r1.eval.judges import build_judge
@@ -79,7 +80,12 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         torch.manual_seed(cfg.run.seed)
         omni = load_omni(cfg, model_dir=folder)
         omni.model.eval()
-        result = evaluate_items(omni, items, cfg, build_judge(cfg.judge, cfg.reward))
+        title = f"evaluate {ref.track} step {ref.step}"
+        with StageProgress(title, len(items), unit="items", every_s=cfg.console.log_every_s) as progress:
+            result = evaluate_items(
+                omni, items, cfg, build_judge(cfg.judge, cfg.reward),
+                on_items=lambda count: progress.update(advance=count),
+            )  # fmt: skip
 
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)

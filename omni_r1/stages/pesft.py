@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.pesft import (
     MlflowStepLogger,
     PesftModel,
+    StepProgress,
     build_projection,
     build_trainer,
     greedy_parse_rate,
@@ -179,11 +179,11 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         if main and resume is None:
             reset_resume_dir(paths.resume, key)
         args = training_arguments(
-            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=sys.stderr.isatty()
-        )
+            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=False
+        )  # progress through StepProgress, in a terminal and in logs alike
         trainer = build_trainer(
             pesft_model, data.sequences, args, pad_id=omni.layout.pad_id, tokenizer=omni.tokenizer,
-            callbacks=[MlflowStepLogger()],
+            callbacks=[MlflowStepLogger(), StepProgress(f"pesft {track}", cfg.console.log_every_s)],
         )  # fmt: skip
         if main:
             log_dataset_manifest(paths.dataset / MANIFEST, cfg.pesft.datasets[track])

@@ -57,6 +57,7 @@ from torch import nn
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import ModelOutput
 
+from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import DataError, Record, record_to_trajectory
 from omni_r1.data.storage import read_records
@@ -305,6 +306,36 @@ class MlflowStepLogger(TrainerCallback):
         }
         if values:
             mlflow.log_metrics(values, step=state.global_step)
+
+
+class StepProgress(TrainerCallback):
+    """Trainer's optimiser steps through :class:`omni_r1.console.StageProgress` (rank 0 only),
+    with the latest cross-entropy and perception loss; stands in for Trainer's tqdm bar."""
+
+    POSTFIX = {"cross_entropy": "CE", "perception": "L_pe"}
+
+    def __init__(self, title: str, every_s: float) -> None:
+        self.title, self.every_s = title, every_s
+        self.progress: StageProgress | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.progress = StageProgress(self.title, state.max_steps, unit="steps", every_s=self.every_s).start()
+            self.progress.update(state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(state.global_step)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if self.progress is not None and logs:
+            postfix = {short: logs[key] for key, short in self.POSTFIX.items() if key in logs}
+            self.progress.update(state.global_step, **postfix)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
 
 
 class PesftTrainer(Trainer):
