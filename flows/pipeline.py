@@ -12,8 +12,9 @@ What it does, straight down:
    ``omni_r1.tracking.stage_run`` nests the stage runs under it.
 4. Each stage runs as ``dvc repro --single-item <stage>``: DVC skips what is up to date and
    restores from its run-cache, exactly as a ``dvc repro`` on the command line would.
-5. Prefect artifacts: a table of Omni-Bench results per checkpoint (``metrics/omnibench_*.json``)
-   and a markdown note linking the MLflow run and the champion model version.
+5. Prefect artifacts: a table of Omni-Bench results per checkpoint (``metrics/omnibench_*.json``),
+   a markdown note linking the MLflow run and the champion model version, and the run summary
+   that ``omni-r1 summary`` prints after ``make run`` (:func:`omni_r1.results.closing_summary`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pydantic import BaseModel, Field
 from flows.dvc_project import apply_overrides, load_stages, run_dvc, select_stages
 from omni_r1 import tracking
 from omni_r1.config import Config, flatten, load_config, read_yaml
+from omni_r1.results import closing_summary
 
 OMNIBENCH_GLOB = "omnibench_*.json"
 
@@ -173,6 +175,11 @@ def publish_artifacts(
         ]
     )
     create_markdown_artifact(markdown=markdown, key="mlflow-run", description="MLflow run and model")
+    create_markdown_artifact(
+        markdown=closing_summary(cfg, root=project, tracking_uri=uri),
+        key="run-summary",
+        description="Omni-Bench in short, the champion, where to look next",
+    )
 
 
 @flow(name="pipeline", log_prints=True)

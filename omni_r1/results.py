@@ -193,23 +193,38 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
+def read_omnibench(metrics_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(checkpoint label, metrics)`` per ``omnibench_*.json``, in report order; a file whose
+    name is outside the checkpoint vocabulary keeps its own name and comes last."""
+    from omni_r1.eval.checkpoints import StepError, parse_metrics_name
+    from omni_r1.eval.report import step_order
+
+    found = []
+    for path in sorted(metrics_dir.glob("omnibench_*.json")):
+        try:
+            ref = parse_metrics_name(path)
+            label, order = f"{ref.track} {ref.step}", (0, step_order(ref))
+        except StepError:
+            label, order = path.stem.removeprefix("omnibench_"), (1, (0, 0, 0))
+        found.append((order, label, _read_json(path) or {}))
+    return [(label, values) for _, label, values in sorted(found, key=lambda row: (row[0], row[1]))]
+
+
 def omnibench_table(metrics_dir: Path) -> list[str]:
     """Markdown rows: one per evaluated checkpoint (report order), slices and average."""
-    from omni_r1.eval.report import SLICE_TITLES, read_omnibench_metrics, step_order
+    from omni_r1.eval.report import SLICE_TITLES
 
-    results = read_omnibench_metrics(metrics_dir)
+    results = read_omnibench(metrics_dir)
     if not results:
         return [f"No Omni-Bench results yet: {metrics_dir}/omnibench_*.json appear once the evaluate stages run."]
-    slices = [name for name in UNI_TASKS if any(name in values for values in results.values())]
-    rows = ["| checkpoint | " + " | ".join(SLICE_TITLES.get(s, s) for s in slices) + " | average |",
+    slices = [name for name in UNI_TASKS if any(name in values for _, values in results)]
+    rows = ["| checkpoint | " + " | ".join(SLICE_TITLES[s] for s in slices) + " | average |",
             "|---" * (len(slices) + 2) + "|"]  # fmt: skip
-    for ref in sorted(results, key=step_order):
-        values = results[ref]
+    for label, values in results:
         cells = [_num(values.get(s), 2) for s in slices] + [f"**{_num(values.get('average'))}**"]
-        rows.append(f"| {ref.track} {ref.step} | " + " | ".join(cells) + " |")
-    best = max(results, key=lambda ref: results[ref].get("average", float("-inf")))
-    rows.append("")
-    rows.append(f"Best: {best.track} {best.step} (average {_num(results[best].get('average'))}).")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    label, best = max(results, key=lambda row: row[1].get("average", float("-inf")))
+    rows += ["", f"Best: {label} (average {_num(best.get('average'))})."]
     return rows
 
 
