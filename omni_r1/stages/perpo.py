@@ -53,14 +53,9 @@ from omni_r1.training.checkpoint import (
     TRAINER_STATE,
     latest_checkpoint,
 )
-from omni_r1.training.perpo import (
-    PerpoTrainer,
-    Response,
-    build_prompts,
-    config_fingerprint,
-    rollout_gallery_html,
-    summary_metrics,
-)
+from omni_r1.training.perpo import PerpoTrainer, config_fingerprint
+from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
+from omni_r1.training.rollout import Response, build_prompts
 
 TRACKS = ("omni_r1", "omni_r1_zero")
 PROMPT_DATASET = "perpo_train"

@@ -21,7 +21,8 @@ from omni_r1.training.checkpoint import (
     save_checkpoint,
     step_folders,
 )
-from omni_r1.training.perpo import PerpoTrainer, build_prompts
+from omni_r1.training.perpo import PerpoTrainer
+from omni_r1.training.rollout import build_prompts
 
 
 def small_training_state(seed: int = 0):

@@ -17,15 +17,14 @@ from PIL import Image
 
 from omni_r1.data.records import Record, RecordStep, to_png
 from omni_r1.rewards.registry import RewardBatch
-from omni_r1.training.perpo import (
-    PerpoTrainer,
+from omni_r1.training.perpo import PerpoTrainer
+from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
+from omni_r1.training.rollout import (
     PromptCursor,
     Response,
     build_prompts,
     collate_responses,
     response_lengths,
-    rollout_gallery_html,
-    summary_metrics,
 )
 
 NUM_PROMPTS = 6
@@ -373,7 +372,7 @@ def test_only_a_same_fingerprint_checkpoint_is_resumed(tmp_path):
 
 
 def test_filter_metric_accuracy_ignores_reward_only_differences():
-    from omni_r1.training.perpo import Response, keep_mixed_groups
+    from omni_r1.training.rollout import Response, keep_mixed_groups
 
     def response(group: int, reward: float, accuracy: float) -> Response:
         return Response(
