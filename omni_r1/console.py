@@ -185,9 +185,14 @@ class StageProgress:
         return self
 
     def update(self, completed: int | None = None, *, advance: int = 0, **postfix: Any) -> None:
-        """Set the units done (or add ``advance``) and the postfix numbers shown beside them."""
+        """Set the units done (or add ``advance``) and the postfix values shown beside them
+        (a value of None removes its entry)."""
         self.completed = completed if completed is not None else self.completed + advance
-        self.postfix.update(postfix)
+        for name, value in postfix.items():
+            if value is None:
+                self.postfix.pop(name, None)
+            else:
+                self.postfix[name] = value
         if self._bar is not None:
             self._bar.update(self._task, completed=self.completed, postfix=format_postfix(self.postfix))
             return
