@@ -68,3 +68,28 @@ def test_stage_not_built_says_so_and_exits_2(cfg) -> None:
     with pytest.raises(typer.Exit) as exit_info:
         cli._run_stage("not_a_stage", cfg)
     assert exit_info.value.exit_code == cli.NOT_BUILT_EXIT
+
+
+def test_stage_prints_its_result_line(repo_root: Path, tmp_path: Path, mlflow_tmp: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMNI_R1_VERBOSE", "1")  # leave the test process's logging as it is
+    result = runner.invoke(cli.app, ["gallery", "--params", str(repo_root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "metrics/gallery.json").read_text())
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        f"✓ gallery: {counts['trajectories']} example trajectories, {counts['step_images']} step images"
+        " · page reports/gallery/index.html · "
+    )
+
+
+def test_summary_command_prints_the_closing_summary(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMNI_R1_VERBOSE", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/omnibench_omni_r1_pesft.json").write_text('{"natural": 0.5, "average": 0.5}')
+    result = runner.invoke(cli.app, ["summary", "--params", str(repo_root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "| omni_r1 pesft | 0.50 | **0.500** |" in result.output
+    assert "mlflow ui --backend-store-uri sqlite:///elsewhere.db" in result.output  # the URI in use
