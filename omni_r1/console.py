@@ -79,12 +79,8 @@ def quiet_libraries() -> None:
 
 
 def format_number(value: Any) -> str:
-    """4 significant digits for floats, integers as they are, anything else as ``str``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4g}"
+    """4 significant digits for floats, anything else (integers, text) as ``str``."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def format_postfix(values: Mapping[str, Any]) -> str:

@@ -28,7 +28,12 @@ from omni_r1.data.codes import read_codes
 from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
 from omni_r1.eval.judges import Judge, JudgeItem, Verdict
-from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
+from omni_r1.model.generation import (
+    DecodeStepCounter,
+    decode_interleaved,
+    generate_interleaved,
+    generation_kwargs,
+)
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
 from omni_r1.rewards.accuracy import extract_final_answer
@@ -141,6 +146,7 @@ def generate_responses(
     max_images: int | None,
     batch_size: int,
     on_items: Callable[[int], None] | None = None,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """Interleaved generation for every prompt, ``batch_size`` prompts per call.
 
@@ -151,6 +157,7 @@ def generate_responses(
         max_images: most images per answer.
         batch_size: prompts per ``generate`` call (left-padded together).
         on_items: called with the number of prompts answered by each call (progress).
+        on_tokens: called with the decoding step reached inside each call (progress).
     """
     layout: TokenLayout = omni.layout
     device = next(omni.model.parameters()).device
@@ -160,6 +167,7 @@ def generate_responses(
         sequences = generate_interleaved(
             omni.model, layout, input_ids.to(device), attention_mask.to(device),
             max_images=max_images, **generate_kwargs,
+            **({"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}),
         )  # [b, P + N]  # fmt: skip
         for row in sequences[:, input_ids.shape[1] :].cpu():  # [N]
             text, codes = decode_interleaved(omni.tokenizer, layout, row)
@@ -279,6 +287,7 @@ def evaluate_items(
     cfg: Config,
     judge: Judge,
     on_items: Callable[[int], None] | None = None,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Generate, judge and score every item.
 
@@ -289,6 +298,7 @@ def evaluate_items(
             ``reward`` (perception score).
         judge: decides each prediction.
         on_items: called with the number of items answered by each generate call (progress).
+        on_tokens: called with the decoding step reached inside each generate call (progress).
     """
     prompts = [
         pack_prompt(item.prompt_trajectory(), omni.layout, omni.tokenizer, item.input_codes)
@@ -296,7 +306,7 @@ def evaluate_items(
     ]  # [P_i] each
     generations = generate_responses(
         omni, prompts, decoding_kwargs(cfg.generation, cfg.eval.decoding),
-        cfg.generation.max_images_per_answer, cfg.eval.batch_size, on_items,
+        cfg.generation.max_images_per_answer, cfg.eval.batch_size, on_items, on_tokens,
     )  # fmt: skip
     judged = [
         JudgeItem(gold=item.record.final_answer, response=g.text, choices=tuple(item.record.choices))

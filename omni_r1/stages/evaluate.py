@@ -81,10 +81,12 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         omni = load_omni(cfg, model_dir=folder)
         omni.model.eval()
         title = f"evaluate {ref.track} step {ref.step}"
+        budget = cfg.generation.max_new_tokens
         with StageProgress(title, len(items), unit="items", every_s=cfg.console.log_every_s) as progress:
             result = evaluate_items(
                 omni, items, cfg, build_judge(cfg.judge, cfg.reward),
-                on_items=lambda count: progress.update(advance=count),
+                on_items=lambda count: progress.update(advance=count, decoding=None),
+                on_tokens=lambda step: progress.update(decoding=f"token {step}/{budget} of the batch"),
             )  # fmt: skip
 
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
