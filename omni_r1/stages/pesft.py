@@ -50,6 +50,7 @@ import mlflow
 from transformers.trainer_utils import get_last_checkpoint
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.loading import load_omni, save_omni
@@ -195,11 +196,13 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
             return {}
 
         save_final(omni, projection, trainer, paths.out)
-        parse = greedy_parse_rate(
-            omni.model, omni.layout, omni.tokenizer, held_out_prompts(cfg, omni),
-            max_new_tokens=cfg.generation.max_new_tokens, max_images=cfg.generation.max_images_per_answer,
-            batch_size=cfg.pesft.parse_eval_batch_size,
-        )  # fmt: skip
+        title = f"pesft {track} held-out parse check"
+        with StageProgress(title, None, unit="decoding steps", every_s=cfg.console.log_every_s) as progress:
+            parse = greedy_parse_rate(
+                omni.model, omni.layout, omni.tokenizer, held_out_prompts(cfg, omni),
+                max_new_tokens=cfg.generation.max_new_tokens, max_images=cfg.generation.max_images_per_answer,
+                batch_size=cfg.pesft.parse_eval_batch_size, on_tokens=lambda _: progress.update(advance=1),
+            )  # fmt: skip
         history = loss_history(trainer.state.log_history)
         metrics = summary_metrics(
             cfg, history,

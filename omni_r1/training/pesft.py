@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import DataError, Record, record_to_trajectory
 from omni_r1.data.storage import read_records
-from omni_r1.model.generation import decode_interleaved, generate_interleaved
+from omni_r1.model.generation import DecodeStepCounter, decode_interleaved, generate_interleaved
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logits import forward_logits, with_image_logits
 from omni_r1.model.packing import PackedSequence, collate, left_pad_prompts, pack_many, pack_prompt
@@ -565,6 +565,7 @@ def greedy_parse_rate(
     max_new_tokens: int,
     max_images: int | None,
     batch_size: int,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> ParseReport:
     """Greedy interleaved generation from each prompt; the share that parses with no issue.
 
@@ -574,6 +575,7 @@ def greedy_parse_rate(
         prompts: prompt ids [P] (:func:`prompt_ids`).
         max_new_tokens, max_images: the ``generation`` section's budget.
         batch_size: prompts per ``generate`` call (left-padded).
+        on_tokens: called with the decoding step reached inside each call (progress).
 
     Returns:
         :class:`ParseReport`; ``ok`` is ``parse_trajectory(text).ok`` of the decoded output.
@@ -586,6 +588,7 @@ def greedy_parse_rate(
         sequences = generate_interleaved(
             model, layout, input_ids.to(device), attention_mask.to(device),
             max_images=max_images, max_new_tokens=max_new_tokens, do_sample=False,
+            **({"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}),
         )  # fmt: skip  # [b, P + N]
         for row in sequences[:, input_ids.shape[1] :].cpu():
             texts.append(decode_interleaved(tokenizer, layout, row)[0])
