@@ -112,9 +112,15 @@ def test_verbose_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert verbose_requested(False)
 
 
-def test_quiet_libraries_mutes_timeouts_and_info(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_quiet_libraries_mutes_timeouts_and_info(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # a handler on the root logger, as an application's log set-up has
     for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "MLFLOW_LOGGING_LEVEL"):
         monkeypatch.delenv(name, raising=False)
+    import transformers  # imported before: quieting must switch its bars off directly
+
+    transformers.utils.logging.enable_progress_bar()
     muted, mlflow_logger = logging.getLogger("math_verify"), logging.getLogger("mlflow")
     saved = (muted.propagate, list(muted.handlers), mlflow_logger.level)
     counted: list[str] = []
@@ -132,8 +138,6 @@ def test_quiet_libraries_mutes_timeouts_and_info(monkeypatch: pytest.MonkeyPatch
         logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
         assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
         assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
-        import transformers
-
         assert not transformers.utils.logging.is_progress_bar_enabled()
         assert mlflow_logger.level == logging.WARNING
     finally:
@@ -141,10 +145,10 @@ def test_quiet_libraries_mutes_timeouts_and_info(monkeypatch: pytest.MonkeyPatch
         muted.propagate, muted.handlers[:] = saved[0], saved[1]
         mlflow_logger.setLevel(saved[2])
         monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-        import transformers
-
         transformers.utils.logging.enable_progress_bar()
     captured = capsys.readouterr()
     assert "Timeout during comparison" not in captured.err + captured.out
     assert "Creating initial" not in captured.err + captured.out
+    assert "Timeout during comparison" not in caplog.text  # never reaches the root logger's handlers
+    assert "Creating initial" not in caplog.text
     assert counted == ["Timeout during comparison"]  # a counting handler below still sees it
