@@ -86,7 +86,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
             result = evaluate_items(
                 omni, items, cfg, build_judge(cfg.judge, cfg.reward),
                 on_items=lambda count: progress.update(advance=count, decoding=None),
-                on_tokens=lambda step: progress.update(decoding=f"token {step}/{budget} of the batch"),
+                on_tokens=lambda token: progress.update(decoding=f"token {token}/{budget} of the batch"),
             )  # fmt: skip
 
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
