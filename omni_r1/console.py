@@ -99,16 +99,27 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(
-    title: str, completed: int, total: int | None, unit: str, elapsed: float, postfix: Mapping[str, Any]
+    title: str,
+    completed: int,
+    total: int | None,
+    unit: str,
+    elapsed: float,
+    postfix: Mapping[str, Any],
+    resumed_at: int = 0,
 ) -> str:
-    """One plain progress line: ``"VQ: 120/650 steps (18%) · 27s elapsed · ~1m59s left · loss 0.04"``."""
+    """One plain progress line: ``"VQ: 120/650 steps (18%) · 27s elapsed · ~1m59s left · loss 0.04"``.
+
+    The time left extrapolates the units done in ``elapsed`` (those after ``resumed_at``, the
+    count a resumed run started from) to the units still to do.
+    """
     if total:
         parts = [f"{title}: {completed}/{total} {unit} ({100 * completed // total}%)"]
     else:
         parts = [f"{title}: {completed} {unit}"]
     parts.append(f"{format_duration(elapsed)} elapsed")
-    if total and 0 < completed < total:
-        parts.append(f"~{format_duration(elapsed / completed * (total - completed))} left")
+    done_here = completed - resumed_at
+    if total and done_here > 0 and completed < total:
+        parts.append(f"~{format_duration(elapsed / done_here * (total - completed))} left")
     if postfix:
         parts.append(format_postfix(postfix))
     return " · ".join(parts)
@@ -132,6 +143,8 @@ class StageProgress:
         stream: where to write (stderr by default).
         live: force the live bar on or off; default: on when ``stream`` is a terminal.
         clock: seconds from any origin (tests pass a fake clock).
+        resumed_at: units already done before this run (a resumed training run); they do not
+            count towards the speed behind the time left.
     """
 
     def __init__(
@@ -144,13 +157,14 @@ class StageProgress:
         stream: IO[str] | None = None,
         live: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resumed_at: int = 0,
     ) -> None:
         self.title, self.total, self.unit, self.every_s = title, total, unit, every_s
         self.stream = stream if stream is not None else sys.stderr
         self.console = Console(file=self.stream)
         self.live = self.console.is_terminal if live is None else live
         self.clock = clock
-        self.completed = 0
+        self.completed = self.resumed_at = resumed_at
         self.postfix: dict[str, Any] = {}
         self.started = self.last_line = 0.0
         self.lines_written = 0
@@ -177,7 +191,7 @@ class StageProgress:
                 console=self.console, refresh_per_second=LIVE_REFRESH_PER_SECOND,
             )  # fmt: skip
             self._bar.start()
-            self._task = self._bar.add_task(self.title, total=self.total, postfix="")
+            self._task = self._bar.add_task(self.title, total=self.total, completed=self.completed, postfix="")
         return self
 
     def update(self, completed: int | None = None, *, advance: int = 0, **postfix: Any) -> None:
@@ -208,8 +222,9 @@ class StageProgress:
 
     def _write(self) -> None:
         line = progress_line(
-            self.title, self.completed, self.total, self.unit, self.clock() - self.started, self.postfix
-        )
+            self.title, self.completed, self.total, self.unit, self.clock() - self.started, self.postfix,
+            self.resumed_at,
+        )  # fmt: skip
         self.stream.write(line + "\n")
         self.stream.flush()
         self.lines_written += 1

@@ -49,6 +49,18 @@ def test_plain_lines_every_interval_then_final_count() -> None:
     assert lines[-1] == "perpo omni_r1: 60/60 steps (100%) · 3m00s elapsed · reward 0.25 · kl 0.001"
 
 
+def test_time_left_counts_only_the_steps_of_this_run() -> None:
+    clock = FakeClock()
+    stream = io.StringIO()
+    with StageProgress("pesft omni_r1", 60, unit="steps", every_s=30.0, stream=stream, live=False,
+                       clock=clock, resumed_at=30) as progress:  # fmt: skip
+        for step in range(31, 41):
+            clock.now += 3.0
+            progress.update(step)
+    first = stream.getvalue().splitlines()[0]
+    assert first == "pesft omni_r1: 40/60 steps (66%) · 30s elapsed · ~1m00s left"  # 20 steps at 3 s
+
+
 def test_short_loop_writes_nothing() -> None:
     clock = FakeClock()
     progress, stream = plain_progress(10, every_s=20.0, clock=clock)

@@ -194,7 +194,7 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
 
         progress = StageProgress(
             f"perpo {track}" + ("" if variant == "default" else f" ({variant})"), cfg.perpo.steps,
-            unit="steps", every_s=cfg.console.log_every_s,
+            unit="steps", every_s=cfg.console.log_every_s, resumed_at=trainer.step_count,
         )  # fmt: skip
 
         def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -213,7 +213,6 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
             log_checkpoint(folder, f"checkpoints/step_{step}", cfg.storage)
 
         with progress:
-            progress.update(trainer.step_count)
             history = trainer.train(
                 cfg.perpo.steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint, on_probe
             )

@@ -320,8 +320,9 @@ class StepProgress(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.progress = StageProgress(self.title, state.max_steps, unit="steps", every_s=self.every_s).start()
-            self.progress.update(state.global_step)
+            self.progress = StageProgress(
+                self.title, state.max_steps, unit="steps", every_s=self.every_s, resumed_at=state.global_step
+            ).start()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.progress is not None:
