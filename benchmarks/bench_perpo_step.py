@@ -82,7 +82,7 @@ def local_step_seconds(tokenizer) -> list[float]:
     })  # fmt: skip
     prompts = [
         PromptItem(f"p{i}", torch.tensor([layout.bos_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]),
-                   "0", (), None, text, ())
+                   "0", (), None, text, (), None)
         for i, text in enumerate(prompt_texts())
     ]  # fmt: skip
 

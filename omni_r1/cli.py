@@ -2,8 +2,8 @@
 
 Every stage command reads params.yaml (``--params``), optionally merges overlays
 (``--overlay``), and calls ``omni_r1.stages.<name>.run(cfg, ...)``. DVC stages and Prefect
-flows call these same commands. A stage whose module is not built yet says so and exits
-with code 2; nothing pretends to succeed.
+flows call these same commands. Serving the Prefect deployments is not a stage: it lives
+with the flows (``python -m flows.serve``), so the library never imports Prefect.
 
 Output: long loops show progress (``omni_r1.console``), each stage ends with one result line
 on stdout (``omni_r1.results.result_line``), and ``omni-r1 summary`` prints the closing
@@ -36,7 +36,6 @@ config_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_he
 app.add_typer(config_app, name="config")
 
 console = Console(stderr=True)
-NOT_BUILT_EXIT = 2
 
 ParamsOpt = Annotated[
     Path, typer.Option("--params", "-p", help="Parameters file.", dir_okay=False)
@@ -68,16 +67,10 @@ def main(
 
 
 def _run_stage(name: str, cfg: Config, subject: str = "", **kwargs: Any) -> Any:
-    """Run ``omni_r1.stages.<name>.run(cfg, **kwargs)`` and print its result line."""
+    """Import ``omni_r1.stages.<name>`` on demand, run it, and print its result line."""
     from omni_r1.results import result_line
 
-    try:
-        module = importlib.import_module(f"omni_r1.stages.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"omni_r1.stages.{name}":
-            raise
-        console.print(f"[yellow]stage '{name}' is not built yet[/yellow]")
-        raise typer.Exit(NOT_BUILT_EXIT) from err
+    module = importlib.import_module(f"omni_r1.stages.{name}")  # on demand: --help stays fast
     started = time.perf_counter()
     result = module.run(cfg, **kwargs)
     if isinstance(result, dict):
@@ -190,12 +183,6 @@ def summary(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None)
 
     cfg = _load(params, overlay)
     typer.echo(closing_summary(cfg, tracking_uri=tracking_uri(cfg)), nl=False)
-
-
-@app.command()
-def serve(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
-    """Serve the Prefect deployments (pipeline, scheduled retrain) from this machine."""
-    _run_stage("serve", _load(params, overlay))
 
 
 if __name__ == "__main__":

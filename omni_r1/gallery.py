@@ -3,8 +3,10 @@
 Each entry shows the question (and choices), the input image(s), every step's rationale,
 its action in the trajectory text syntax (``ZOOM(0.1, 0.2, 0.3, 0.3)``) and its image,
 then the final answer, the reference answer and the verdict when an evaluation supplies
-them. Images are embedded as base64 PNG data URIs and all text is HTML-escaped, so the
-page needs no other file and no network; it is logged to MLflow as one artifact.
+them. An evaluation also shows, beside a generated image, the executor's rendering of the
+same action and the image's fidelity scores (or why it was not scored). Images are
+embedded as base64 PNG data URIs and all text is HTML-escaped, so the page needs no other
+file and no network; it is logged to MLflow as one artifact.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from omni_r1.trajectory import Action, Trajectory, render_action
+from omni_r1.trajectory import Action, Step, render_action
 
 DISPLAY_WIDTH = 192  # CSS width of every image on the page; pixels stay sharp (pixelated)
 
@@ -29,6 +31,8 @@ class GalleryStep:
     rationale: str
     action: Action | None = None
     image: Image.Image | None = None
+    rendering: Image.Image | None = None  # the executor's rendering of the same action
+    note: str | None = None  # fidelity scores, or why the image was not scored
 
 
 @dataclass(frozen=True)
@@ -44,46 +48,91 @@ class GalleryEntry:
     verdict: bool | str | None = None
     name: str | None = None
 
-    @classmethod
-    def from_trajectory(
-        cls,
-        traj: Trajectory,
-        step_images: Sequence[Image.Image | None] | None = None,
-        reference_answer: str | None = None,
-        verdict: bool | str | None = None,
-        name: str | None = None,
-    ) -> GalleryEntry:
-        """An entry from a trajectory and one image per image slot, in order.
 
-        Args:
-            traj: the trajectory (its ``input_images`` are shown as the input).
-            step_images: images for the steps with ``has_image``, in order (e.g. from
-                ``Executor.execute_trajectory`` or decoded model output); when None each
-                step's own ``image`` is used.
-            reference_answer, verdict, name: shown as given (see :class:`GalleryEntry`).
+OUTSIDE_STEP = "(image outside any step)"  # rationale of an image no step has a slot for
 
-        Raises:
-            ValueError: the number of images differs from the number of image slots.
-        """
-        slots = [step for step in traj.steps if step.has_image]
-        images = list(step_images) if step_images is not None else [s.image for s in slots]
-        if len(images) != len(slots):
-            raise ValueError(f"{len(images)} images for {len(slots)} image slots")
-        by_step = iter(images)
-        steps = tuple(
-            GalleryStep(step.rationale, step.action, next(by_step) if step.has_image else None)
-            for step in traj.steps
-        )
-        return cls(
-            question=traj.question,
-            steps=steps,
-            final_answer=traj.final_answer,
-            input_images=tuple(traj.input_images),
-            choices=tuple(traj.choices),
-            reference_answer=reference_answer,
-            verdict=verdict,
-            name=name,
-        )
+
+def place_images(
+    steps: Sequence[Step],
+    images: Sequence[Image.Image | None],
+    renderings: Sequence[Image.Image | None] | None = None,
+    notes: Sequence[str | None] | None = None,
+) -> tuple[GalleryStep, ...]:
+    """The steps as shown, each image given to the next step with an image slot.
+
+    Generated output need not be well formed, so counts may differ: a slot left without an
+    image shows none, and an image left without a slot (e.g. drawn before ``THOUGHT 1``)
+    is shown as an extra step after the others. No image (nor its note) is ever dropped.
+    The placement is the one the fidelity scorer uses (:func:`omni_r1.rewards.fidelity.image_steps`).
+
+    Args:
+        steps: the trajectory's steps (rationale, action, ``has_image``), in order.
+        images: one image per image slot in order, as executed or decoded (None: no image).
+        renderings: per image, the executor's rendering of its action (None: none shown).
+        notes: per image, a line shown under it (fidelity scores, or why it was not scored).
+
+    Returns:
+        One :class:`GalleryStep` per step, then one per image left over.
+    """
+    count = len(images)
+    renderings = list(renderings) if renderings is not None else [None] * count
+    notes = list(notes) if notes is not None else [None] * count
+    remaining = list(range(count))
+
+    def shown(rationale: str, action: Action | None, k: int | None) -> GalleryStep:
+        if k is None:
+            return GalleryStep(rationale, action)
+        return GalleryStep(rationale, action, images[k], renderings[k], notes[k])
+
+    placed = [
+        shown(step.rationale, step.action, remaining.pop(0) if step.has_image and remaining else None)
+        for step in steps
+    ]
+    placed += [
+        shown(OUTSIDE_STEP, None, k)
+        for k in remaining
+        if images[k] is not None or notes[k] is not None
+    ]
+    return tuple(placed)
+
+
+def gallery_entry(
+    question: str,
+    steps: Sequence[Step],
+    images: Sequence[Image.Image | None],
+    final_answer: str | None,
+    *,
+    renderings: Sequence[Image.Image | None] | None = None,
+    notes: Sequence[str | None] | None = None,
+    input_images: Sequence[Image.Image] = (),
+    choices: Sequence[str] = (),
+    reference_answer: str | None = None,
+    verdict: bool | str | None = None,
+    name: str | None = None,
+) -> GalleryEntry:
+    """The one builder of gallery entries: a trajectory's steps with its images placed.
+
+    Used for executed trajectories (images from ``Executor.execute_trajectory``), evaluated
+    predictions and PeRPO rollouts (images decoded from the generated codes).
+
+    Args:
+        question: the question shown.
+        steps: the trajectory's steps, or the steps parsed from generated text.
+        images: the images of the image slots in order (see :func:`place_images`).
+        final_answer: the answer shown (None: "(none)").
+        renderings, notes: per image, shown beside and under it (see :func:`place_images`).
+        input_images, choices, reference_answer, verdict, name: shown as given.
+    """
+    return GalleryEntry(
+        question=question,
+        steps=place_images(steps, images, renderings, notes),
+        final_answer=final_answer,
+        input_images=tuple(input_images),
+        choices=tuple(choices),
+        reference_answer=reference_answer,
+        verdict=verdict,
+        name=name,
+    )
 
 
 def image_data_uri(image: Image.Image) -> str:
@@ -112,6 +161,8 @@ figure {{ display: inline-block; margin: 0.3em 1em 0.3em 0; }}
 figure img {{ width: {DISPLAY_WIDTH}px; height: auto; image-rendering: pixelated;
   border: 1px solid #999; }}
 code.action {{ background: #eef; padding: 0.1em 0.4em; }}
+figcaption {{ font-size: 0.8em; color: #555; }}
+p.fidelity {{ font-size: 0.9em; color: #335; }}
 .verdict-true {{ color: #070; }} .verdict-false {{ color: #a00; }}
 """
 
@@ -132,7 +183,15 @@ def _render_step(number: int, step: GalleryStep) -> str:
             f'<p>ACTION: <code class="action">{_text(render_action(step.action))}</code></p>'
         )
     if step.image is not None:
-        parts.append(f"<figure>{_img(step.image, f'step {number} image')}</figure>")
+        caption = "<figcaption>generated</figcaption>" if step.rendering is not None else ""
+        parts.append(f"<figure>{_img(step.image, f'step {number} image')}{caption}</figure>")
+    if step.rendering is not None:
+        parts.append(
+            f"<figure>{_img(step.rendering, f'step {number} rendering')}"
+            "<figcaption>executor rendering</figcaption></figure>"
+        )
+    if step.note is not None:
+        parts.append(f'<p class="fidelity">{_text(step.note)}</p>')
     parts.append("</li>")
     return "".join(parts)
 

@@ -14,6 +14,7 @@ and the mean codebook embedding of its generated images, which the report projec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from omni_r1.config import Config, GenerationConfig
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
+from omni_r1.eval.fidelity import fidelity_metrics, row_fields, score_generations
 from omni_r1.eval.judges import Judge, JudgeItem, Verdict
 from omni_r1.model.generation import (
     DecodeStepCounter,
@@ -37,6 +39,7 @@ from omni_r1.model.generation import (
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
 from omni_r1.rewards.accuracy import extract_final_answer
+from omni_r1.rewards.fidelity import FidelityScores
 from omni_r1.rewards.perception import perception_score
 from omni_r1.trajectory import Trajectory
 
@@ -57,8 +60,15 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("perception", pa.float64()),  # R_pe of the generated images, NaN when none
         ("image_codes", pa.list_(pa.list_(pa.int32()))),  # [n_images][H*W]
         ("image_embedding", pa.list_(pa.float32())),  # mean codebook vector [D]; empty when none
+        ("fidelity", pa.float64()),  # mean headline fidelity of the scored images, NaN when none
+        ("fidelity_status", pa.list_(pa.string())),  # [n_images] scored | no_action | rejected
+        ("fidelity_code_agreement", pa.list_(pa.float64())),  # [n_images], NaN unless scored
+        ("fidelity_embedding_distance", pa.list_(pa.float64())),  # [n_images], NaN unless scored
+        ("fidelity_psnr", pa.list_(pa.float64())),  # [n_images] dB, NaN unless scored with a decoder
     ]
 )
+NO_FIDELITY_FIELDS = {"fidelity": math.nan, "fidelity_status": [], "fidelity_code_agreement": [],
+                      "fidelity_embedding_distance": [], "fidelity_psnr": []}
 
 
 class BenchError(ValueError):
@@ -97,7 +107,7 @@ def slice_of(record: Record) -> str:
     return str(record.meta.get("omnibench_slice", record.uni_task))
 
 
-def load_bench(dataset_dir: Path | str, encoded_dir: Path | str, max_per_slice: int = 0) -> list[BenchItem]:
+def load_bench(dataset_dir: Path | str, encoded_dir: Path | str, max_per_slice: int) -> list[BenchItem]:
     """Omni-Bench records with their cached input-image codes, in file order.
 
     Args:
@@ -240,10 +250,16 @@ def prediction_rows(
     verdicts: Sequence[Verdict],
     perception: Sequence[float],
     codebook: torch.Tensor,
+    fidelity: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per item in :data:`PREDICTIONS_SCHEMA`."""
+    """One row per item in :data:`PREDICTIONS_SCHEMA`.
+
+    ``fidelity``: per-item columns from :func:`omni_r1.eval.fidelity.row_fields`; None leaves
+    them empty (NaN, no image statuses).
+    """
     rows = []
-    for item, generation, verdict, score in zip(items, generations, verdicts, perception, strict=True):
+    fidelity = fidelity if fidelity is not None else [NO_FIDELITY_FIELDS] * len(items)
+    for item, generation, verdict, score, fields in zip(items, generations, verdicts, perception, fidelity, strict=True):
         rows.append(
             {
                 "record_id": item.record.id,
@@ -260,6 +276,7 @@ def prediction_rows(
                 "perception": score,
                 "image_codes": generation.codes.int().tolist(),
                 "image_embedding": image_embedding(generation.codes, codebook),
+                **fields,
             }
         )
     return rows
@@ -273,7 +290,9 @@ class EvalResult:
     generations: list[Generation]
     verdicts: list[Verdict]
     rows: list[dict[str, Any]]
-    metrics: dict[str, float]  # per slice + average
+    metrics: dict[str, float]  # accuracy per slice + average
+    fidelity: dict[str, Any]  # the "fidelity" block of the metrics file (omni_r1.eval.fidelity)
+    fidelity_scores: FidelityScores  # per generated image, with the executor's renderings
 
 
 def codebook_of(omni: Any) -> torch.Tensor:
@@ -295,7 +314,8 @@ def evaluate_items(
         omni: the model (``model``, ``tokenizer``, ``layout``).
         items: benchmark items (see :func:`load_bench`).
         cfg: ``eval`` (decoding, batch size), ``generation`` (budget, image cap, sampling),
-            ``reward`` (perception score).
+            ``reward`` (perception score), ``executor``, ``fidelity``, ``intervals`` and
+            ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`).
         judge: decides each prediction.
         on_items: called with the number of items answered by each generate call (progress).
         on_tokens: called with the decoding step reached inside each generate call (progress).
@@ -315,9 +335,13 @@ def evaluate_items(
     verdicts = judge(judged)
     codebook = codebook_of(omni)  # [K, D]
     perception = perception_scores(generations, codebook, omni.layout, cfg)
-    rows = prediction_rows(items, generations, verdicts, perception, codebook)
-    metrics = slice_accuracy([i.slice_name for i in items], [v.correct for v in verdicts])
-    return EvalResult(list(items), generations, verdicts, rows, metrics)
+    fidelity = score_generations(omni, items, generations, cfg)
+    rows = prediction_rows(items, generations, verdicts, perception, codebook, row_fields(fidelity))
+    slices = [i.slice_name for i in items]
+    metrics = slice_accuracy(slices, [v.correct for v in verdicts])
+    return EvalResult(
+        list(items), generations, verdicts, rows, metrics, fidelity_metrics(slices, fidelity, cfg), fidelity
+    )
 
 
 def write_predictions(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:

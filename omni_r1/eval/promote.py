@@ -70,9 +70,16 @@ def beats(average: float, champion: float | None, min_improvement: float) -> boo
 
 
 def version_tags(candidate: Candidate, data_tags: Mapping[str, str], git_sha: str | None) -> dict[str, str]:
-    """Tags of a registered version: track, step, metrics, data manifest hashes, git sha."""
+    """Tags of a registered version: track, step, accuracy metrics, data manifest hashes, git sha.
+
+    Only the scalar metrics (accuracy per slice and ``average``) become tags; nested blocks of
+    the metrics file (``fidelity``) stay in the evaluation's MLflow run.
+    """
     tags = {TAG_TRACK: candidate.ref.track, TAG_STEP: candidate.ref.step}
-    tags.update({f"{TAG_METRIC_PREFIX}{key}": repr(float(value)) for key, value in candidate.metrics.items()})
+    tags.update({
+        f"{TAG_METRIC_PREFIX}{key}": repr(float(value))
+        for key, value in candidate.metrics.items() if isinstance(value, int | float)
+    })  # fmt: skip
     tags.update(data_tags)
     if git_sha:
         tags["omni_r1.git_sha"] = git_sha

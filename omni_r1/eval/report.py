@@ -13,10 +13,16 @@ Table 4 (ablations, Omni-R1-Zero track): w/o PeRPO = the PeSFT-only checkpoint; 
 step k; w/o PeReward = the ``no_perception_<k>`` checkpoint (PeRPO without the perception
 reward), each with its gain over w/o PeRPO.
 
+Both tables carry, beside the accuracy, the functional-image fidelity of the checkpoint's
+generated images (:mod:`omni_r1.eval.fidelity`; not in the paper): the headline score over all
+scored images with its 95% bootstrap interval, the share of images that pass the threshold,
+and how many generated images could be scored at all.
+
 Plots data (for ``dvc plots``): ``accuracy_<track>.csv`` (step, every slice, average; step 0
-is the PeSFT-only checkpoint) and ``reward_<track>.csv`` (step, reward, accuracy, format,
-perception of the PeRPO rollouts, from ``metrics/perpo_<track>.json``: its per-step
-``history`` when present, else the step-0 and last-step summary values).
+is the PeSFT-only checkpoint), ``fidelity_<track>.csv`` (step, the headline fidelity per
+slice and overall with its interval, the pass share) and ``reward_<track>.csv`` (step,
+reward, accuracy, format, perception of the PeRPO rollouts, from ``metrics/perpo_<track>.json``:
+its per-step ``history`` when present, else the step-0 and last-step summary values).
 """
 
 from __future__ import annotations
@@ -28,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omni_r1.config import TRACKS
 from omni_r1.data.records import UNI_TASKS
 from omni_r1.eval.checkpoints import (
     BASE_STEP,
     PESFT_STEP,
-    TRACKS,
     CheckpointRef,
     parse_metrics_name,
 )
@@ -47,12 +53,15 @@ SLICE_TITLES = {
 TRACK_TITLES = {"omni_r1": "Omni-R1", "omni_r1_zero": "Omni-R1-Zero"}
 PAPER_SIZES = {"omni_r1": {30: "M", 60: "L"}, "omni_r1_zero": {10: "T", 20: "S", 30: "M"}}
 REWARD_KEYS = ("reward", "accuracy", "format", "perception")
+FIDELITY_KEY = "fidelity"  # the block written by omni_r1.eval.fidelity.fidelity_metrics
+HEADLINE_ENTRIES = {"code_agreement": "code_agreement", "psnr": "psnr"}  # headline → summary entry shown
+FIDELITY_COLUMNS = ("Fidelity [95% CI]", "Pass", "Scored images")
 
 
 @dataclass(frozen=True)
 class Row:
     label: str
-    metrics: Mapping[str, float]
+    metrics: Mapping[str, Any]  # accuracy per slice + average, and the "fidelity" block
     gain: float | None  # relative gain of the average over the reference row
 
 
@@ -97,7 +106,7 @@ def checkpoint_label(ref: CheckpointRef) -> str:
     return f"{track}-{size} (step {ref.perpo_step})" if size else f"{track} (step {ref.perpo_step})"
 
 
-def table2_rows(results: Mapping[CheckpointRef, Mapping[str, float]]) -> list[Row]:
+def table2_rows(results: Mapping[CheckpointRef, Mapping[str, Any]]) -> list[Row]:
     """Base row first, then PeSFT-only and PeRPO checkpoints per track (no ablations)."""
     base = base_ref(results)
     reference = results[base][AVERAGE_KEY] if base is not None else None
@@ -112,7 +121,7 @@ def table2_rows(results: Mapping[CheckpointRef, Mapping[str, float]]) -> list[Ro
     return rows
 
 
-def table4_rows(results: Mapping[CheckpointRef, Mapping[str, float]], track: str = "omni_r1_zero") -> list[Row]:
+def table4_rows(results: Mapping[CheckpointRef, Mapping[str, Any]], track: str = "omni_r1_zero") -> list[Row]:
     """w/o PeRPO, then for each step k: full (PeRPO k) and w/o PeReward (no_perception_k)."""
     pesft = CheckpointRef(track, PESFT_STEP)
     reference = results[pesft][AVERAGE_KEY] if pesft in results else None
@@ -134,21 +143,58 @@ def _cell(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def fidelity_summary(metrics: Mapping[str, Any], group: str = AVERAGE_KEY) -> dict[str, Any] | None:
+    """The headline interval, pass share and image counts of one slice (or ``average``); None if absent."""
+    block = metrics.get(FIDELITY_KEY)
+    if not isinstance(block, Mapping) or not isinstance(block.get(group), Mapping):
+        return None
+    summary = block[group]
+    return {
+        "headline": summary[HEADLINE_ENTRIES[block["headline"]]],
+        "pass_share": summary["pass_share"]["mean"],
+        "images": summary["images"],
+    }
+
+
+def fidelity_cells(metrics: Mapping[str, Any]) -> list[str]:
+    """``0.412 [0.301, 0.520]`` | pass share | scored/all images, or dashes without a fidelity block."""
+    summary = fidelity_summary(metrics)
+    if summary is None:
+        return ["–"] * len(FIDELITY_COLUMNS)
+    images = summary["images"]
+    return [interval_cell(summary), _cell(summary["pass_share"]), f"{images['scored']}/{sum(images.values())}"]
+
+
 def markdown_table(rows: Sequence[Row], gain_title: str) -> str:
-    """A Markdown table: label | slices | Avg | gain (%)."""
-    header = ["Model", *SLICE_TITLES.values(), "Avg", gain_title]
+    """A Markdown table: label | slices | Avg | fidelity (interval, pass share, scored images) | gain (%)."""
+    header = ["Model", *SLICE_TITLES.values(), "Avg", *FIDELITY_COLUMNS, gain_title]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     if not rows:
         lines.append("| (no evaluation yet) |" + " – |" * (len(header) - 1))
     for row in rows:
         cells = [_cell(row.metrics.get(name)) for name in (*UNI_TASKS, AVERAGE_KEY)]
         gain = "–" if row.gain is None else f"{100 * row.gain:+.1f}%"
-        lines.append("| " + " | ".join([row.label, *cells, gain]) + " |")
+        lines.append("| " + " | ".join([row.label, *cells, *fidelity_cells(row.metrics), gain]) + " |")
     return "\n".join(lines)
 
 
+def fidelity_legend(results: Mapping[CheckpointRef, Mapping[str, Any]]) -> str:
+    """One sentence on what the fidelity columns show, naming the headline score and threshold."""
+    blocks = [m[FIDELITY_KEY] for m in results.values() if isinstance(m.get(FIDELITY_KEY), Mapping)]
+    if not blocks:
+        return "No fidelity scores in these evaluations."
+    headline, threshold = blocks[0]["headline"], blocks[0]["pass_threshold"]
+    shown = "code agreement (share of equal codes)" if headline == "code_agreement" else "PSNR in dB"
+    return (
+        f"Fidelity = {shown} of each generated image against the executor's rendering of its step's "
+        f"action, pooled over the scored images, with a 95% bootstrap interval over answers; Pass = share "
+        f"of scored images whose {headline} score reaches {threshold}; Scored images = images with an "
+        "action the executor could render / all generated images."
+    )
+
+
 def report_markdown(
-    results: Mapping[CheckpointRef, Mapping[str, float]], projection_png: str | None, plots: Sequence[str]
+    results: Mapping[CheckpointRef, Mapping[str, Any]], projection_png: str | None, plots: Sequence[str]
 ) -> str:
     """The whole report page: Table 2, Table 4, plots and projection references."""
     base = base_ref(results)
@@ -165,6 +211,8 @@ def report_markdown(
         "",
         f"Base row: {base_note}. Gain = relative change of Avg over the base row.",
         "",
+        fidelity_legend(results),
+        "",
         markdown_table(table2_rows(results), "Gain vs base"),
         "",
         "## Table 4: ablations (Omni-R1-Zero)",
@@ -172,6 +220,12 @@ def report_markdown(
         "Gain = relative change of Avg over w/o PeRPO.",
         "",
         markdown_table(table4_rows(results), "Gain vs w/o PeRPO"),
+        "",
+        "## Functional-image fidelity per Uni-Task",
+        "",
+        "Headline fidelity [95% bootstrap interval] of the generated images of each slice.",
+        "",
+        fidelity_slice_table(results),
         "",
         "## Plots data",
         "",
@@ -182,7 +236,49 @@ def report_markdown(
     return "\n".join(parts) + "\n"
 
 
-def accuracy_series(results: Mapping[CheckpointRef, Mapping[str, float]], track: str) -> list[dict[str, Any]]:
+def interval_cell(summary: Mapping[str, Any] | None) -> str:
+    """``mean [low, high]`` of a headline summary, ``–`` when absent or without scored images."""
+    if summary is None or summary["headline"]["mean"] is None:
+        return "–"
+    head = summary["headline"]
+    return f"{head['mean']:.3f} [{_cell(head['low'])}, {_cell(head['high'])}]"
+
+
+def fidelity_slice_table(results: Mapping[CheckpointRef, Mapping[str, Any]]) -> str:
+    """Headline fidelity with its interval per Uni-Task and overall, one row per checkpoint."""
+    header = ["Model", *SLICE_TITLES.values(), "All"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ref in sorted(results, key=step_order):
+        if fidelity_summary(results[ref]) is None:
+            continue
+        cells = [interval_cell(fidelity_summary(results[ref], name)) for name in (*UNI_TASKS, AVERAGE_KEY)]
+        lines.append("| " + " | ".join([checkpoint_label(ref), *cells]) + " |")
+    if len(lines) == 2:
+        lines.append("| (no fidelity scores yet) |" + " – |" * (len(header) - 1))
+    return "\n".join(lines)
+
+
+def fidelity_series(results: Mapping[CheckpointRef, Mapping[str, Any]], track: str) -> list[dict[str, Any]]:
+    """Headline fidelity vs PeRPO step for one track (step 0 = PeSFT-only), per slice and overall."""
+    rows = []
+    for ref in sorted(results, key=step_order):
+        overall = fidelity_summary(results[ref])
+        if ref.track != track or ref.kind not in ("pesft", "perpo") or overall is None:
+            continue
+        row: dict[str, Any] = {"step": 0 if ref.kind == "pesft" else ref.perpo_step}
+        for name in UNI_TASKS:
+            summary = fidelity_summary(results[ref], name)
+            row[name] = summary["headline"]["mean"] if summary is not None else None
+        head = overall["headline"]
+        row.update({AVERAGE_KEY: head["mean"], "low": head["low"], "high": head["high"], "pass_share": overall["pass_share"]})
+        rows.append(row)
+    return rows
+
+
+FIDELITY_SERIES_COLUMNS = ("step", *UNI_TASKS, "pass_share", "low", "high", AVERAGE_KEY)  # dvc plots: y = last
+
+
+def accuracy_series(results: Mapping[CheckpointRef, Mapping[str, Any]], track: str) -> list[dict[str, Any]]:
     """Accuracy vs PeRPO step for one track; the PeSFT-only checkpoint is step 0."""
     rows = []
     for ref in sorted(results, key=step_order):
@@ -228,11 +324,11 @@ def write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: P
 
 
 def write_plots_data(
-    results: Mapping[CheckpointRef, Mapping[str, float]],
+    results: Mapping[CheckpointRef, Mapping[str, Any]],
     perpo_metrics: Mapping[str, Mapping[str, Any]],
     plots_dir: Path | str,
 ) -> list[Path]:
-    """``accuracy_<track>.csv`` and ``reward_<track>.csv`` for every track.
+    """``accuracy_<track>.csv``, ``fidelity_<track>.csv`` and ``reward_<track>.csv`` for every track.
 
     Args:
         results: Omni-Bench metrics by checkpoint.
@@ -245,6 +341,9 @@ def write_plots_data(
             write_csv(accuracy_series(results, track), ["step", *UNI_TASKS, AVERAGE_KEY],
                       Path(plots_dir) / f"accuracy_{track}.csv")
         )  # fmt: skip
+        written.append(
+            write_csv(fidelity_series(results, track), FIDELITY_SERIES_COLUMNS, Path(plots_dir) / f"fidelity_{track}.csv")
+        )
     for stem, metrics in sorted(perpo_metrics.items()):
         name = stem.removeprefix("perpo_")
         written.append(

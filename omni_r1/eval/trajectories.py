@@ -2,12 +2,15 @@
 
 Each entry shows the question, its input image, every step the model wrote (rationale,
 action, and the image it generated, decoded from its codebook tokens with the checkpoint's
-VQ decoder), its final answer, the reference answer and the judge's verdict. Rendering is
+VQ decoder), beside it the executor's rendering of the same action with the image's fidelity
+scores (:mod:`omni_r1.eval.fidelity`) or why it was not scored, its final answer, the
+reference answer and the judge's verdict. Rendering is
 :func:`omni_r1.gallery.render_gallery_html` (one self-contained page).
 
 Generated output need not be well formed: images are given to the parsed steps that have an
-image slot, in order; an image the parser could not place in a step (e.g. written before
-``THOUGHT 1``) is shown as an extra step, so every decoded image appears on the page.
+image slot, in order, by :func:`omni_r1.gallery.gallery_entry`; an image the parser could not
+place in a step (e.g. written before ``THOUGHT 1``) is shown as an extra step, so every
+decoded image appears on the page.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import torch
 from PIL import Image
 
 from omni_r1.data.records import from_png
-from omni_r1.gallery import GalleryEntry, GalleryStep, render_gallery_html
+from omni_r1.gallery import GalleryEntry, gallery_entry, render_gallery_html
+from omni_r1.rewards.fidelity import ImageStatus
 from omni_r1.trajectory import parse_trajectory
 
 Decoder = Callable[[torch.Tensor], list[Image.Image]]  # codes [n, H*W] -> images
@@ -39,27 +43,39 @@ def spread_over_slices(slices: Sequence[str], count: int) -> list[int]:
     return sorted(chosen)
 
 
-def gallery_steps(response: str, images: Sequence[Image.Image]) -> tuple[GalleryStep, ...]:
-    """Parsed steps of a generated response with its decoded images placed in order."""
-    parsed = parse_trajectory(response)
-    remaining = list(images)
-    steps = []
-    for step in parsed.steps:
-        image = remaining.pop(0) if step.has_image and remaining else None
-        steps.append(GalleryStep(step.rationale, step.action, image))
-    steps += [GalleryStep("(image outside any step)", None, image) for image in remaining]
-    return tuple(steps)
+def fidelity_note(row: dict[str, Any], image: int) -> str | None:
+    """The scores of one generated image as a line of text, or why it was not scored."""
+    statuses = row.get("fidelity_status") or []
+    if image >= len(statuses):
+        return None
+    status = statuses[image]
+    if status != ImageStatus.SCORED:
+        return f"fidelity: not scored ({status.replace('_', ' ')})"
+    agreement = row["fidelity_code_agreement"][image]
+    distance = row["fidelity_embedding_distance"][image]
+    psnr = row["fidelity_psnr"][image]
+    psnr_text = "–" if psnr != psnr else f"{psnr:.1f} dB"  # NaN: no VQ decoder
+    return f"fidelity: code agreement {agreement:.3f} · embedding distance {distance:.4f} · PSNR {psnr_text}"
 
 
-def gallery_entry(row: dict[str, Any], input_pngs: Sequence[bytes], decode: Decoder | None) -> GalleryEntry:
+def prediction_entry(
+    row: dict[str, Any],
+    input_pngs: Sequence[bytes],
+    decode: Decoder | None,
+    renderings: Sequence[Image.Image | None] | None = None,
+) -> GalleryEntry:
     """One predictions row → a gallery entry (see the module docstring)."""
     codes = torch.tensor(row["image_codes"], dtype=torch.long)  # [n, H*W]
-    images = decode(codes) if decode is not None and codes.numel() else []
-    return GalleryEntry(
-        question=row["question"],
-        steps=gallery_steps(row["response"], images),
-        final_answer=row["prediction"] or None,
-        input_images=tuple(from_png(png) for png in input_pngs),
+    count = int(codes.shape[0]) if codes.numel() else 0
+    images: list[Image.Image | None] = decode(codes) if decode is not None and count else [None] * count
+    return gallery_entry(
+        row["question"],
+        parse_trajectory(row["response"]).steps,
+        images,
+        row["prediction"] or None,
+        renderings=renderings,
+        notes=[fidelity_note(row, k) for k in range(count)],
+        input_images=[from_png(png) for png in input_pngs],
         reference_answer=row["gold"],
         verdict=bool(row["verdict"]),
         name=f"{row['slice']} · {row['record_id']}",
@@ -72,6 +88,7 @@ def render_checkpoint_gallery(
     decode: Decoder | None,
     examples: int,
     title: str,
+    renderings: Sequence[Sequence[Image.Image | None]] | None = None,
 ) -> str:
     """The HTML page of ``examples`` predictions spread over the slices.
 
@@ -81,7 +98,12 @@ def render_checkpoint_gallery(
         decode: codes → images (the checkpoint's VQ decoder); None shows no generated image.
         examples: entries on the page.
         title: page title.
+        renderings: per row, the executor's rendering of each generated image (None where
+            not scored), shown beside it; None shows none.
     """
     chosen = spread_over_slices([row["slice"] for row in rows], examples)
-    entries = [gallery_entry(rows[i], input_pngs[i], decode) for i in chosen]
+    entries = [
+        prediction_entry(rows[i], input_pngs[i], decode, renderings[i] if renderings is not None else None)
+        for i in chosen
+    ]
     return render_gallery_html(entries, title)

@@ -15,6 +15,10 @@ w_acc, w_fmt, w_pe come from params.yaml too:
   without an image), with the same three weights taken from params.yaml.
 
 All functions take [B] tensors; ``perception`` may hold NaN where ``has_image`` is False.
+
+An optional fidelity term (not in the paper; ``reward.fidelity_weight``, off by default) adds
+``w_fid · F`` to either combination, F the mean functional-image fidelity of the response's
+scored images (:mod:`omni_r1.rewards.fidelity`), and nothing for a response without one.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ def official_combination(
 ) -> torch.Tensor:
     """R = w_pe·pe + (1 − w_pe)(w_acc·acc + w_fmt·fmt) with an image, else w_acc·acc + w_fmt·fmt.
 
+    Paper §4.2, official code.
+
     Args:
         accuracy, format_score: [B] in [0, 1].
         perception: [B], NaN allowed where ``has_image`` is False.
@@ -62,10 +68,19 @@ def paper_combination(
     has_image: torch.Tensor,
     weights: RewardWeights,
 ) -> torch.Tensor:
-    """R = w_acc·acc + w_fmt·fmt + w_pe·pe, the pe term only where an image exists. [B]."""
+    """R = w_acc·acc + w_fmt·fmt + w_pe·pe, the pe term only where an image exists. [B].
+
+    Paper §4.2.
+    """
     text_part = weights.accuracy * accuracy + weights.format * format_score  # [B]
     pe = torch.where(has_image, torch.nan_to_num(perception, nan=0.0), torch.zeros_like(perception))
     return text_part + weights.perception * pe
+
+
+def add_fidelity_term(reward: torch.Tensor, fidelity: torch.Tensor, weight: float) -> torch.Tensor:
+    """R + w_fid·F where F is defined, R unchanged where it is NaN (no scored image). [B] → [B]."""
+    term = weight * torch.nan_to_num(fidelity.to(reward.dtype), nan=0.0)  # [B]
+    return reward + term
 
 
 Combination = Callable[

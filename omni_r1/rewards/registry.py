@@ -22,7 +22,7 @@ from omni_r1.rewards.accuracy import (
     grade_response,
     grade_response_strict,
 )
-from omni_r1.rewards.combined import COMBINATIONS, RewardWeights
+from omni_r1.rewards.combined import COMBINATIONS, RewardWeights, add_fidelity_term
 from omni_r1.rewards.format import official_format_reward, trajectory_format_reward
 from omni_r1.rewards.perception import AGGREGATIONS, SCORE_MAPS, lookup, perception_score
 
@@ -76,6 +76,7 @@ class RewardBatch:
     perception: torch.Tensor  # NaN where has_image is False
     has_image: torch.Tensor
     accuracy_reasons: list[str]
+    fidelity: torch.Tensor | None = None  # [B] mean fidelity of scored images (NaN: none); None when off
 
 
 def score_batch(
@@ -89,8 +90,11 @@ def score_batch(
     choices: Sequence[Sequence[str]] | None = None,
     answer_types: Sequence[AnswerType | None] | None = None,
     squared_distances: torch.Tensor | None = None,
+    fidelity: torch.Tensor | None = None,
 ) -> RewardBatch:
-    """Score B responses: R = combination(acc, fmt, pe) as named in ``cfg``.
+    """Score B responses: R = combination(acc, fmt, pe) as named in ``cfg`` (+ w_fid·F).
+
+    Paper §4.2, Appendix B.
 
     Args:
         texts: B decoded responses (image segments shown as ``<image>``).
@@ -99,6 +103,9 @@ def score_batch(
         codebook: [K, D] frozen VQ codebook.
         choices, answer_types: per-response options and answer types (optional).
         squared_distances: optional [K, K] table (see ``codebook_squared_distances``).
+        fidelity: optional [B] mean fidelity of each response's scored images (NaN: none),
+            from :func:`omni_r1.rewards.fidelity.score_fidelity`; adds ``reward.fidelity_weight``
+            times it. Callers leave it None when the weight is 0, so nothing is computed.
     """
     grader = accuracy_grader(cfg)
     format_reward = lookup(FORMAT_VARIANTS, cfg.format, "format variant")
@@ -118,11 +125,15 @@ def score_batch(
     weights = RewardWeights(cfg.accuracy_weight, cfg.format_weight, cfg.perception_weight)
     score = perception.score.to(dtype).cpu()
     has_image = perception.has_image.cpu()
+    reward = combine(accuracy, fmt, score, has_image, weights)  # [B]
+    if fidelity is not None:
+        reward = add_fidelity_term(reward, fidelity, cfg.fidelity_weight)
     return RewardBatch(
-        reward=combine(accuracy, fmt, score, has_image, weights),
+        reward=reward,
         accuracy=accuracy,
         format=fmt,
         perception=score,
         has_image=has_image,
         accuracy_reasons=[g.reason for g in graded],
+        fidelity=fidelity,
     )

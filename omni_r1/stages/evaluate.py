@@ -13,11 +13,16 @@ What it does, for ``--track <t> --step <s>`` (step names in :mod:`omni_r1.eval.c
    ``generation.max_new_tokens``, at most ``generation.max_images_per_answer`` images);
 4. extracts the final answer and judges it (``judge.name``: the offline Appendix B verifier
    ``rule``, or the Appendix F ``llm`` judge);
-5. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
-   verdict, number of images, perception score, generated codes and their mean embedding),
-   ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per slice and the
-   sample-weighted ``average``) and the trajectory gallery
-   ``<eval.gallery_dir>/<track>_<step>.html``, and logs all three to MLflow.
+5. scores every generated image against the executor's rendering of its step's action
+   (functional-image fidelity, :mod:`omni_r1.eval.fidelity`: code agreement, embedding
+   distance, PSNR, pass share, per slice with bootstrap intervals; images without an action
+   or with a rejected one are counted);
+6. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
+   verdict, number of images, perception score, generated codes and their mean embedding,
+   per-image fidelity), ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per
+   slice and the sample-weighted ``average``, and the ``fidelity`` block) and the trajectory
+   gallery ``<eval.gallery_dir>/<track>_<step>.html`` (generated images beside the
+   executor's renderings), and logs all three to MLflow.
 
 Where it differs from the paper: the embedded default evaluates the tiny model on the
 synthetic Omni-Bench with the offline rule judge; the paper uses Anole-7B on the real 800
@@ -38,6 +43,7 @@ from omni_r1.config import Config
 from omni_r1.console import StageProgress
 from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
+from omni_r1.eval.fidelity import mlflow_fidelity_metrics
 from omni_r1.eval.judges import build_judge
 from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.model.images import decode_codes
@@ -92,16 +98,19 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(json.dumps(result.metrics, indent=1) + "\n", encoding="utf-8")
+        metrics_file = {**result.metrics, "fidelity": result.fidelity}
+        metrics_path.write_text(json.dumps(metrics_file, indent=1) + "\n", encoding="utf-8")
         page = render_checkpoint_gallery(
             result.rows, [item.record.input_images for item in items], image_decoder(omni),
             cfg.eval.gallery_examples, title=f"Omni-Bench trajectories: {ref.track} step {ref.step}",
+            renderings=result.fidelity_scores.renderings(),
         )  # fmt: skip
         gallery = Path(cfg.eval.gallery_dir) / f"{ref.name}.html"
         gallery.parent.mkdir(parents=True, exist_ok=True)
         gallery.write_text(page, encoding="utf-8")
 
         mlflow.log_metrics({f"omnibench.{key}": value for key, value in result.metrics.items()})
+        mlflow.log_metrics(mlflow_fidelity_metrics(result.fidelity))
         mlflow.log_metrics(
             {
                 "omnibench.samples": float(len(items)),

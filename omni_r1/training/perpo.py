@@ -4,18 +4,18 @@ One step (verl's DAPO recipe, written out; rollouts come from :mod:`omni_r1.trai
 
 1. Generation. Take ``gen_batch_size`` prompts, sample ``rollout_n`` interleaved responses
    each with the grammar-constrained sampler (temperature and top-p from ``generation``),
-   decode them and score them (accuracy, format, perception → R, Eq. 4-6).
+   decode them and score them (accuracy, format, perception → R, paper §4.2, Appendix B).
 2. Group filter (dynamic sampling). Keep the prompt groups whose ``perpo.filter_metric``
    (accuracy by default) is not the same for every response; generate again until
    ``train_batch_size`` groups are kept or ``max_gen_batches`` generation batches were tried,
    then train on what was kept (an empty keep skips the update and is logged).
 3. Old and reference log-probs of the kept responses: π_old is the policy before this
    step's update, π_ref the frozen starting checkpoint (PeSFT).
-4. Group-relative advantages A_i = (r_i − mean_G)/(std_G + ε) (Eq. 7) and, per PPO
-   mini-batch of ``ppo_mini_batch_size`` prompts, the loss of :func:`ppo_loss` (Eq. 8):
+4. Group-relative advantages A_i = (r_i − mean_G)/(std_G + ε) (§4.2, GRPO) and, per PPO
+   mini-batch of ``ppo_mini_batch_size`` prompts, the loss of :func:`ppo_loss` (§4.2, Table 6):
    clipped surrogate with ε_low/ε_high, − entropy_coeff·H + kl_loss_coef·KL_k3(π‖π_ref),
    aggregated by ``loss_agg_mode``; gradients accumulate over micro-batches, are clipped to
-   ``grad_clip``, AdamW steps. The learning rate warms up linearly over ``warmup_steps`` steps.
+   ``max_grad_norm``, AdamW steps. The learning rate warms up linearly over ``warmup_steps`` steps.
 
 Where it differs from verl: rollouts run through HF ``generate`` in-process (verl needs a
 vLLM/SGLang server, and vLLM's Chameleon cannot emit image tokens); old log-probs are
@@ -128,7 +128,7 @@ def build_optimizer(
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
-        lr=cfg.perpo.lr,
+        lr=cfg.perpo.learning_rate,
         betas=tuple(cfg.perpo.adam_betas),
         weight_decay=cfg.perpo.weight_decay,
     )
@@ -158,7 +158,8 @@ class PerpoTrainer:
     """Holds the policy, reference, optimiser and prompt cursor; runs and checkpoints steps.
 
     Args:
-        policy: the Chameleon model trained (switched to image-logit-keeping forward).
+        policy: the Chameleon model trained (switched to image-logit-keeping forward); its VQ
+            image tokenizer is frozen (no gradient reaches it, and the codebook must not move).
         reference: the frozen starting checkpoint (None: no KL term).
         tokenizer, layout: the policy's.
         prompts: RL prompts (:func:`build_prompts`).
@@ -185,6 +186,7 @@ class PerpoTrainer:
         self.write_model, self.fingerprint = write_model, fingerprint
         if reference is not None:
             reference.requires_grad_(False)
+        policy.model.vqmodel.requires_grad_(False)  # the image tokenizer stays frozen, as in PeSFT
         self.optimizer, self.scheduler = build_optimizer(policy, cfg)
         self.cursor = PromptCursor(len(self.prompts), cfg.run.seed)
         self.settings = rollout_settings(cfg)
@@ -271,7 +273,7 @@ class PerpoTrainer:
                     (loss * (rows.stop - rows.start) / (mini_end - mini_start)).backward()
                     for key, value in metrics.items():
                         collected.setdefault(key, []).append(value)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.perpo.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.perpo.max_grad_norm)
                 collected.setdefault("actor/grad_norm", []).append(float(grad_norm))
                 if torch.isfinite(grad_norm):
                     self.optimizer.step()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
-from omni_r1.gallery import GalleryEntry, GalleryStep, render_gallery_html
+from omni_r1.gallery import GalleryEntry, gallery_entry, render_gallery_html
 from omni_r1.training.rollout import PromptItem, Response, finite_mean
 from omni_r1.trajectory import parse_trajectory
 
@@ -34,15 +34,16 @@ SUMMARY_KEYS = {
 
 def summary_metrics(
     history: Sequence[dict[str, float]],
-    probes: dict[str, dict[str, float]] | None = None,
-    window: int = 5,
+    probes: dict[str, dict[str, float]] | None,
+    window: int,
 ) -> dict[str, float | int | str | None]:
     """``metrics/perpo_<track>.json``: values of the starting and of the final policy.
 
     ``<name>_step0`` / ``<name>_last`` come from the fixed-prompt probes when both exist
     (before any update / after the last one), otherwise from the first and last training
-    steps' rollouts (``source`` says which). ``train_<name>_first<w>`` / ``_last<w>`` are
-    training-rollout means over the first and last ``window`` steps; ``history`` holds the
+    steps' rollouts (``source`` says which). ``train_reward_first<w>`` / ``_last<w>`` are
+    training-rollout means over the first and last ``window`` (``perpo.reward_window``) steps;
+    ``history`` holds the
     per-step training-rollout reward and components.
     """
     if not history:
@@ -75,28 +76,20 @@ def gallery_entries(
     decode: Callable[[torch.Tensor], list[Image.Image]] | None,
     limit: int,
 ) -> list[GalleryEntry]:
-    """Sampled trajectories as gallery entries; step images decoded when ``decode`` is given."""
+    """The first ``limit`` responses as gallery entries; their images decoded when ``decode`` is given."""
     entries = []
     for response in list(responses)[:limit]:
         prompt = prompts[response.prompt_index]
         parsed = parse_trajectory(response.text)
-        images = iter(
-            decode(response.image_codes)
-            if decode is not None and response.image_codes.shape[0]
-            else []
-        )
-        steps = tuple(
-            GalleryStep(step.rationale, step.action, next(images, None) if step.has_image else None)
-            for step in parsed.steps
-        )
+        has_codes = decode is not None and response.image_codes.shape[0]
         verdict = (
             f"R={response.reward:.3f} acc={response.accuracy:.2f} fmt={response.format:.0f} "
             f"pe={response.perception:.3f}"
         )
         entries.append(
-            GalleryEntry(
-                question=prompt.question, steps=steps, final_answer=parsed.final_answer,
-                input_images=prompt.input_images, choices=prompt.choices,
+            gallery_entry(
+                prompt.question, parsed.steps, decode(response.image_codes) if has_codes else [],
+                parsed.final_answer, input_images=prompt.input_images, choices=prompt.choices,
                 reference_answer=prompt.gold, verdict=verdict, name=prompt.record_id,
             )
         )  # fmt: skip
@@ -110,4 +103,5 @@ def rollout_gallery_html(
     limit: int,
     title: str,
 ) -> str:
+    """The HTML gallery page of the first ``limit`` responses."""
     return render_gallery_html(gallery_entries(responses, prompts, decode, limit), title)

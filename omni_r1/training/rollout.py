@@ -11,8 +11,11 @@ needs rollouts without a trainer:
    text → BOI → exactly H·W image tokens → EOI → text).
 3. Scoring. :func:`score_responses` decodes response token ids and scores them through the
    one grader (:func:`omni_r1.rewards.registry.score_batch`: accuracy, format, perception →
-   R, Eq. 4-6). It needs no policy and no trainer, so responses generated elsewhere (a verl
-   reward manager receives token ids) are scored by the same code.
+   R, paper §4.2 and Appendix B). It needs no policy and no trainer, so responses generated
+   elsewhere (a verl reward manager receives token ids) are scored by the same code. With
+   ``reward.fidelity_weight`` > 0 the scorer also compares each generated image with the
+   executor's rendering of its action (:func:`omni_r1.rewards.fidelity.response_fidelity`,
+   the scorer the evaluation uses) and adds the weighted mean; at 0 nothing is computed.
 4. Group filter. :func:`keep_mixed_groups` keeps the prompt groups whose filter metric
    (``perpo.filter_metric``) is not the same for every response (DAPO dynamic sampling).
 5. Collation. :func:`collate_responses` lays kept responses out as the log-prob inputs:
@@ -36,9 +39,12 @@ from PIL import Image
 
 from omni_r1.config import Config
 from omni_r1.data.records import Record, record_to_trajectory
+from omni_r1.data.synthetic import initial_state
+from omni_r1.executor import Executor
 from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
+from omni_r1.rewards.fidelity import NEEDS_DECODER, response_fidelity, visual_codec
 from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.registry import RewardBatch, score_batch
 from omni_r1.training.grpo import mixed_outcome_mask
@@ -48,6 +54,8 @@ GRADER_ANSWER_TYPES = {"number": "numeric", "choice": "choice", "text": "text"}
 
 # (texts, prompt of each response, response ids [B, N], response mask [B, N]) → rewards
 Scorer = Callable[[Sequence[str], Sequence["PromptItem"], torch.Tensor, torch.Tensor], RewardBatch]
+# the same arguments → mean fidelity of each response's scored images [B]
+FidelityTerm = Callable[[Sequence[str], Sequence["PromptItem"], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,6 +74,7 @@ class PromptItem:
     answer_type: str | None  # grader answer type (AnswerType) or None
     question: str
     input_images: tuple[Image.Image, ...]
+    initial_state: object | None  # task state PRED transitions start from (synthetic grids), else None
 
 
 def build_prompts(
@@ -73,7 +82,7 @@ def build_prompts(
     codes: dict[tuple[str, str], torch.Tensor],
     layout: TokenLayout,
     tokenizer: Any,
-    source: str = "perpo_train",
+    source: str,
 ) -> list[PromptItem]:
     """Pack every record's prompt with its input images' cached codes.
 
@@ -105,6 +114,7 @@ def build_prompts(
                 answer_type=GRADER_ANSWER_TYPES.get(record.answer_type),
                 question=record.question,
                 input_images=tuple(traj.input_images),
+                initial_state=initial_state(record),
             )
         )
     return prompts
@@ -151,6 +161,7 @@ class Response:
     format: float
     perception: float  # NaN without a complete image
     has_image: bool
+    fidelity: float = math.nan  # mean fidelity of the scored images; NaN without one or when the term is off
 
 
 def response_lengths(generated: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -224,12 +235,42 @@ def sample_responses(
     return responses
 
 
-def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout) -> Scorer:
-    """The PeRPO reward (:func:`score_batch` as ``cfg.reward`` names it) against the policy's codebook."""
+def fidelity_scorer(cfg: Config, policy: Any, layout: TokenLayout, vq_decoder: Any | None) -> FidelityTerm | None:
+    """The fidelity of each response ([B], NaN: no scored image), or None when ``reward.fidelity_weight`` is 0.
+
+    Raises:
+        ValueError: the weight is on, ``fidelity.headline`` reads decoded pixels and there is no VQ decoder.
+    """
+    if cfg.reward.fidelity_weight == 0:
+        return None
+    headline = cfg.fidelity.headline
+    if headline in NEEDS_DECODER and vq_decoder is None:
+        raise ValueError(
+            f"reward.fidelity_weight > 0 with fidelity.headline={headline!r} needs a VQ decoder; "
+            "the policy checkpoint has none (use fidelity.headline: code_agreement)"
+        )
+    codec = visual_codec(policy.model.vqmodel, vq_decoder if headline in NEEDS_DECODER else None, cfg.fidelity.batch_size)
+    executor = Executor(cfg.executor)
+
+    def fidelity(texts: Sequence[str], owners: Sequence[PromptItem], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return response_fidelity(
+            texts, ids, mask, layout, [item.input_images[0] if item.input_images else None for item in owners],
+            [item.initial_state for item in owners], executor, codec, cfg.fidelity.psnr_cap_db, headline,
+        )  # fmt: skip
+
+    return fidelity
+
+
+def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout, vq_decoder: Any | None = None) -> Scorer:
+    """The PeRPO reward (:func:`score_batch` as ``cfg.reward`` names it) against the policy's codebook.
+
+    ``vq_decoder`` is read only by a fidelity term whose headline is PSNR (:func:`fidelity_scorer`).
+    """
     codebook = policy.model.vqmodel.quantize.embedding.weight.detach().float().cpu()  # [K, D]
     # The codebook is frozen: its [K, K] squared-distance table is built once, and each
     # image's total variation becomes H*W table lookups (benchmarks/bench_perception.py).
     squared_distances = codebook_squared_distances(codebook)  # [K, K]
+    fidelity = fidelity_scorer(cfg, policy, layout, vq_decoder)
 
     def score(
         texts: Sequence[str],
@@ -241,6 +282,7 @@ def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout) -> Scorer:
             cfg.reward, texts, [item.gold for item in owners], response_ids, response_mask, codebook, layout,
             choices=[item.choices for item in owners], answer_types=[item.answer_type for item in owners],
             squared_distances=squared_distances,
+            fidelity=fidelity(texts, owners, response_ids, response_mask) if fidelity is not None else None,
         )  # fmt: skip
 
     return score
@@ -284,6 +326,7 @@ def score_responses(
             format=float(scores.format[row]),
             perception=float(scores.perception[row]),
             has_image=bool(scores.has_image[row]),
+            fidelity=float(scores.fidelity[row]) if scores.fidelity is not None else math.nan,
         )
         for row in range(len(rows))
     ]
@@ -374,8 +417,12 @@ def collate_responses(responses: Sequence[Response], pad_id: int) -> TrainingBat
 
 
 def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[str, float]:
-    """Reward and its components, lengths and throughput over every generated response."""
+    """Reward and its components, lengths and throughput over every generated response.
+
+    ``reward/fidelity`` appears only when the fidelity term scored some response.
+    """
     tokens = sum(int(r.response_ids.shape[0]) for r in responses)
+    fidelity = finite_mean([r.fidelity for r in responses])
     return {
         "reward/mean": finite_mean([r.reward for r in responses]),
         "reward/accuracy": finite_mean([r.accuracy for r in responses]),
@@ -385,6 +432,7 @@ def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[s
         "response/length": tokens / max(1, len(responses)),
         "response/images": finite_mean([float(r.image_codes.shape[0]) for r in responses]),
         "perf/tokens_per_s": tokens / gen_seconds if gen_seconds > 0 else 0.0,
+        **({} if math.isnan(fidelity) else {"reward/fidelity": fidelity}),
     }
 
 

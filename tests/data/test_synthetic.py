@@ -114,3 +114,18 @@ def test_difficulty_knobs_are_used(cfg):
     assert len(records[0].meta["values"]) == 6
     assert len(records[1].meta["items"]) == 3
     assert records[2].meta["rows"] == 7
+
+
+def test_initial_state_starts_the_grid_tasks_only(records, cfg):
+    executor = Executor(cfg.executor)
+    for record in records:
+        state = synthetic.initial_state(record)
+        if record.uni_task != "vision_operational":
+            assert state is None
+            continue
+        # the state renders the input image, and the record's PRED steps replay from it
+        assert state.render(cfg.executor).tobytes() == from_png(record.input_images[0]).tobytes()
+        images = executor.execute_trajectory(record_to_trajectory(record), None, state)
+        assert [im.tobytes() for im in images] == [from_png(s.image).tobytes() for s in record.steps if s.image]
+    other_source = by_task(records, "vision_operational")[0].model_copy(update={"source": "vicbench"})
+    assert synthetic.initial_state(other_source) is None  # real records carry no grid

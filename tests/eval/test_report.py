@@ -112,3 +112,38 @@ def test_report_stage_writes_tables_plots_and_projection(eval_cfg, mlflow_tmp, t
     with (Path(cfg.report.plots_dir) / "reward_omni_r1.csv").open() as stream:
         assert [r["reward"] for r in csv.DictReader(stream)] == ["0.1", "0.4"]
     assert Image.open(out["projection"]).size[0] > 100
+
+
+def with_fidelity(avg: float, agreement: float, low: float, high: float) -> dict:
+    summary = {
+        "images": {"scored": 3, "no_action": 1, "rejected": 0},
+        "code_agreement": {"mean": agreement, "low": low, "high": high},
+        "embedding_distance": {"mean": 0.1, "low": 0.05, "high": 0.2},
+        "psnr": {"mean": 20.0, "low": 15.0, "high": 25.0},
+        "pass_share": {"mean": 2 / 3, "low": 0.0, "high": 1.0},
+    }
+    block = {"headline": "code_agreement", "pass_threshold": 0.5, "natural": summary, "average": summary}
+    return {**metrics(avg), "fidelity": block}
+
+
+def test_tables_carry_the_fidelity_column_and_series() -> None:
+    from omni_r1.eval.report import fidelity_series, markdown_table, report_markdown
+
+    results = {
+        CheckpointRef("omni_r1", "pesft"): with_fidelity(0.10, 0.25, 0.125, 0.375),
+        CheckpointRef("omni_r1", "10"): with_fidelity(0.12, 0.5, 0.25, 0.75),
+        CheckpointRef("omni_r1_zero", "pesft"): metrics(0.08),  # an evaluation without fidelity scores
+    }
+    table = markdown_table(table2_rows(results), "Gain").splitlines()
+    assert "| Avg | Fidelity [95% CI] | Pass | Scored images | Gain |" in table[0]
+    assert "| 0.100 | 0.250 [0.125, 0.375] | 0.667 | 3/4 | +0.0% |" in table[2]
+    assert "| 0.120 | 0.500 [0.250, 0.750] | 0.667 | 3/4 | +20.0% |" in table[3]
+    assert table[4].endswith("| 0.080 | – | – | – | -20.0% |")
+    page = report_markdown(results, None, [])
+    assert "code agreement (share of equal codes)" in page and "reaches 0.5" in page
+    assert "| Omni-R1 (step 10) | 0.500 [0.250, 0.750] | – | – | – | 0.500 [0.250, 0.750] |" in page
+    series = fidelity_series(results, "omni_r1")
+    assert [(r["step"], r["natural"], r["structured"], r["average"], r["low"]) for r in series] == [
+        (0, 0.25, None, 0.25, 0.125), (10, 0.5, None, 0.5, 0.25),
+    ]  # fmt: skip
+    assert fidelity_series(results, "omni_r1_zero") == []
