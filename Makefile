@@ -9,12 +9,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint clean verl-image-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install torch==2.13.0  # the CPU stack's exact pin (pyproject allows the cluster's 2.11 too)
 	$(BIN)/python -m pip install -e '.[dev,verl]'
 	touch $(STAMP)
 
@@ -32,6 +32,10 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check omni_r1 flows tests benchmarks
+
+# Resolve the cluster image's pins (infra/images/verl) with the project's dependencies, installing nothing.
+verl-image-check: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH bash infra/images/verl/check_resolution.sh
 
 clean:
 	rm -rf $(VENV)

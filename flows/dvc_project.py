@@ -154,3 +154,24 @@ def run_dvc(project: Path, args: Sequence[str], env: Mapping[str, str]) -> str:
             f"`dvc {' '.join(args)}` in {project} exited {result.returncode}:\n{output[-4000:]}"
         )
     return output
+
+
+def git_versioned_outputs(project: Path, stage_names: Iterable[str]) -> list[str]:
+    """Metric and plot outputs with ``cache: false`` of the named stages (git keeps them).
+
+    ``dvc exp save`` commits these alongside params.yaml and dvc.lock, so the experiment
+    carries the metrics and plot data it produced (``dvc exp show``, ``dvc metrics diff``).
+    """
+    from dvc.repo import Repo
+
+    wanted = set(stage_names)
+    with Repo(str(project)) as repo:
+        return sorted(
+            {
+                os.path.relpath(out.fs_path, repo.root_dir)
+                for stage in repo.index.stages
+                if stage_name(stage, repo.root_dir) in wanted
+                for out in stage.outs
+                if (out.metric or out.plot) and not out.use_cache
+            }
+        )

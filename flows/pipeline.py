@@ -3,8 +3,10 @@
 What it does, straight down:
 1. Overrides (dotted params.yaml keys → values) are written into params.yaml with DVC's
    ``--set-param`` parser and validated against the config schema; the run then becomes a
-   DVC experiment (``dvc exp save`` at the end) and params.yaml/dvc.lock are put back, so the
-   workspace and the next scheduled run keep the committed parameters.
+   DVC experiment (``dvc exp save`` at the end, committing params, dvc.lock and the metric
+   and plot files git versions, so ``dvc exp show`` compares it) and params.yaml, dvc.lock
+   and those files are put back, so the workspace and the next scheduled run keep the
+   committed state. The form models refuse unknown fields by name.
 2. The stage list and order come from DVC's index (what ``dvc stage list``/``dvc dag`` show),
    filtered by track and checkpoint step (see ``flows.dvc_project``).
 3. One MLflow parent run is opened (tags: Prefect flow-run id, DVC experiment name, git sha,
@@ -30,9 +32,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.dvc_project import apply_overrides, load_stages, run_dvc, select_stages
+from flows.dvc_project import (
+    apply_overrides,
+    git_versioned_outputs,
+    load_stages,
+    run_dvc,
+    select_stages,
+)
 from omni_r1 import tracking
 from omni_r1.config import TRACKS, Config, flatten, load_config, read_yaml
 from omni_r1.results import closing_summary
@@ -43,7 +51,25 @@ OMNIBENCH_GLOB = "omnibench_*.json"
 Track = StrEnum("Track", {track: track for track in TRACKS})  # the UI form's track choices
 
 
-class Selection(BaseModel):
+class FlowForm(BaseModel):
+    """A flow parameter model: an unknown field (a typo in the UI's JSON) is an error naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def reject_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"{cls.__name__}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                    f"known fields: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+class Selection(FlowForm):
     """Which part of the graph to run; stages of other tracks or steps are left out."""
 
     tracks: list[Track] = Field(
@@ -54,7 +80,7 @@ class Selection(BaseModel):
     )
 
 
-class Overrides(BaseModel):
+class Overrides(FlowForm):
     """Changes to params.yaml for this run; any change makes the run a DVC experiment."""
 
     params: dict[str, Any] = Field(
@@ -87,18 +113,27 @@ def with_tracking_uri(cfg: Config, project: Path) -> Config:
     return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"tracking_uri": uri})})
 
 
+def files_under(path: Path) -> list[Path]:
+    """``path`` itself if it is a file, every file below it if it is a folder, else nothing."""
+    if path.is_dir():
+        return sorted(item for item in path.rglob("*") if item.is_file())
+    return [path] if path.is_file() else []
+
+
 @contextmanager
 def restored(paths: list[Path]):
-    """Put the files back as they were (or remove them if they did not exist) on exit."""
-    saved = {path: path.read_bytes() if path.exists() else None for path in paths}
+    """Put files and folders back as they were on exit: content rewritten, new files removed."""
+    saved = {file: file.read_bytes() for path in paths for file in files_under(path)}
     try:
         yield
     finally:
-        for path, content in saved.items():
-            if content is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(content)
+        for path in paths:
+            for file in files_under(path):
+                if file not in saved:
+                    file.unlink()
+        for file, content in saved.items():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(content)
 
 
 @task(task_run_name="apply-overrides")
@@ -117,9 +152,16 @@ def run_stage(project: Path, stage: str, env: dict[str, str]) -> str:
 
 
 @task(task_run_name="save-experiment-{name}")
-def save_experiment(project: Path, name: str, stages: list[str], env: dict[str, str]) -> str:
-    """``dvc exp save`` of the workspace, caching the outputs of the stages that ran."""
-    return run_dvc(project, ["exp", "save", "--force", "--name", name, *stages], env)
+def save_experiment(
+    project: Path, name: str, stages: list[str], versioned: list[str], env: dict[str, str]
+) -> str:
+    """``dvc exp save`` of the workspace, caching the outputs of the stages that ran.
+
+    ``versioned`` (metric and plot files that git keeps) are committed with the experiment
+    even when they are new, so ``dvc exp show`` and ``dvc metrics diff`` see its results.
+    """
+    include = [arg for path in versioned if (project / path).exists() for arg in ("-I", path)]
+    return run_dvc(project, ["exp", "save", "--force", "--name", name, *include, *stages], env)
 
 
 @task(task_run_name="restore-workspace")
@@ -151,7 +193,8 @@ def publish_artifacts(
         if rows
         else "No Omni-Bench results yet: metrics/omnibench_*.json appear once evaluate stages run."
     )
-    create_table_artifact(table=rows, key="omnibench-results", description=note)
+    source = f"DVC experiment `{dvc_experiment}`" if dvc_experiment else "workspace (no DVC experiment)"
+    create_table_artifact(table=rows, key="omnibench-results", description=f"{source}. {note}")
 
     uri = tracking.tracking_uri(cfg)
     link = tracking.run_url(uri, experiment_id, run_id)
@@ -199,26 +242,30 @@ def pipeline(
     experiment = None
     if overrides.params:
         experiment = overrides.experiment_name or f"prefect-{flow_run.get_name() or 'run'}"
-    touched = [project / "params.yaml", project / "dvc.lock"] if experiment else []
-    with restored(touched):
+    stages = [
+        stage.name
+        for stage in select_stages(
+            load_stages(project),
+            [track.value for track in selection.tracks],
+            selection.checkpoint_steps or None,
+        )
+    ]
+    versioned = git_versioned_outputs(project, stages)
+    touched = ["params.yaml", "dvc.lock", *versioned] if experiment else []
+    with restored([project / path for path in touched]):
         if experiment:
             cfg = apply_param_overrides(project, overrides.params)
         else:
             cfg = load_config(project / "params.yaml")
         cfg = with_tracking_uri(cfg, project)
-        stages = select_stages(
-            load_stages(project),
-            [track.value for track in selection.tracks],
-            selection.checkpoint_steps or None,
-        )
-        result = run_graph(cfg, project, [stage.name for stage in stages], experiment)
+        result = run_graph(cfg, project, stages, versioned, experiment)
     if experiment:
         checkout_workspace(project, subprocess_env({}))
     return result
 
 
 def run_graph(
-    cfg: Config, project: Path, stages: list[str], experiment: str | None
+    cfg: Config, project: Path, stages: list[str], versioned: list[str], experiment: str | None
 ) -> dict[str, Any]:
     """Open the parent run, run every stage in order under it, publish the artifacts."""
     flow_run_id = str(flow_run.get_id() or "")
@@ -238,7 +285,7 @@ def run_graph(
         for stage in stages:
             run_stage(project, stage, env)
         if experiment:
-            save_experiment(project, experiment, stages, env)
+            save_experiment(project, experiment, stages, versioned, env)
     publish_artifacts(cfg, project, parent.info.experiment_id, parent.info.run_id, experiment)
     return {
         "parent_run_id": parent.info.run_id,

@@ -23,7 +23,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from omni_r1.config import Config, ConfigError, dvc_set_params, load_config
+from omni_r1.config import Config, ConfigError, dvc_set_params, load_config, validate
 from omni_r1.console import quiet_libraries, verbose_requested
 
 app = typer.Typer(
@@ -146,10 +146,33 @@ def perpo(
     params: ParamsOpt = Path("params.yaml"),
     overlay: OverlayOpt = None,
     variant: Annotated[str, typer.Option(help="Run variant, e.g. no_perception.")] = "default",
+    engine: Annotated[
+        str | None, typer.Option(help="local | verl; overrides perpo.engine of the params.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="verl: write the job's files and print the submit command.")
+    ] = False,
+    manifest: Annotated[
+        Path | None, typer.Option(help="verl: also write the KubeRay RayJob manifest here.")
+    ] = None,
 ) -> None:
-    """Perception-calibrated group-relative PPO with checkpoints."""
+    """Perception-calibrated group-relative PPO with checkpoints (local engine or a verl job)."""
+    cfg = _load(params, overlay)
+    if engine is not None:
+        cfg = _with_engine(cfg, engine)
     subject = track if variant == "default" else f"{track} ({variant})"
-    _run_stage("perpo", _load(params, overlay), subject=subject, track=track, variant=variant)
+    _run_stage("perpo", cfg, subject=subject, track=track, variant=variant, dry_run=dry_run, manifest=manifest)
+
+
+def _with_engine(cfg: Config, engine: str) -> Config:
+    """``cfg`` with ``perpo.engine`` replaced, validated again (the engine's checks included)."""
+    data = cfg.model_dump(mode="json")
+    data["perpo"]["engine"] = engine
+    try:
+        return validate(data, source=f"--engine {engine}")
+    except ConfigError as err:
+        console.print(f"[red]invalid configuration[/red]\n{err}", highlight=False)
+        raise typer.Exit(1) from err
 
 
 @app.command()

@@ -11,12 +11,13 @@ merged on top of params.yaml, key by key.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 TRACKS = ("omni_r1", "omni_r1_zero")  # the training tracks: Omni-R1 and Omni-R1-Zero (paper §4)
@@ -255,13 +256,30 @@ class GrpoConfig(Section):
     ]
 
 
+class PerpoVerlConfig(Section):
+    """The cluster engine (omni_r1.verl): where the verl job runs and how it is laid out."""
+
+    ray_address: str
+    out_dir: str
+    nnodes: PositiveInt
+    n_gpus_per_node: PositiveInt
+    rollout: Literal["vllm"]
+    tensor_parallel_size: PositiveInt
+    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_prompt_length: PositiveInt
+    image: str
+    cluster_root: str
+
+
 class PerpoConfig(Section):
-    """PeRPO on the local engine (omni_r1.training.perpo): rollouts, batches, schedule.
+    """PeRPO (omni_r1.training.perpo, or verl with ``engine: verl``): rollouts, batches, schedule.
 
     Algorithm knobs live in ``grpo``, reward knobs in ``reward``, sampling in ``generation``.
     """
 
     dataset: str
+    engine: Literal["local", "verl"]
+    verl: PerpoVerlConfig
     max_steps: PositiveInt
     save_steps: list[PositiveInt]
     train_batch_size: PositiveInt
@@ -384,6 +402,64 @@ class Config(Section):
     promote: PromoteConfig
     console: ConsoleConfig
 
+    @model_validator(mode="after")
+    def _engine_settings_agree(self) -> Config:
+        if self.perpo.engine == "verl":
+            check_verl_settings(self)
+        return self
+
+
+# The verl engine's limits, checked when params are loaded (omni_r1.verl reads them too).
+# Anole's VQGAN halves the image four times (channel multiplier [1, 1, 2, 2, 4]): 512 px → 32x32.
+ANOLE_DOWNSAMPLE = 16
+# verl's GRPO advantage divides by std_G + 1e-6 and has no key for it (core_algos).
+VERL_GRPO_EPSILON = 1e-6
+# Token per image besides its codes: BOI and EOI.
+IMAGE_MARKERS = 2
+
+
+def tokens_per_image(cfg: Config) -> int:
+    """Codebook tokens of one image as params.yaml describes the model (H·W)."""
+    if cfg.model.source == "tiny":
+        grid = cfg.model.tiny.image_size // 2 ** (len(cfg.model.tiny.vq_channel_multiplier) - 1)
+    else:
+        grid = cfg.executor.resolution // ANOLE_DOWNSAMPLE
+    return grid * grid
+
+
+def check_verl_settings(cfg: Config) -> None:
+    """Refuse settings the verl engine (omni_r1.verl) cannot honour; each message names its key.
+
+    Raises:
+        ValueError: a response budget that cannot hold one image, a dual clip or advantage
+            epsilon verl has no key for, or a PPO mini-batch that does not split over the GPUs.
+    """
+    one_image = tokens_per_image(cfg) + IMAGE_MARKERS
+    if cfg.generation.max_images_per_answer > 0 and cfg.perpo.max_new_tokens < one_image:
+        raise ValueError(
+            f"perpo.max_new_tokens: {cfg.perpo.max_new_tokens} tokens cannot hold one image "
+            f"(BOI + {tokens_per_image(cfg)} codes + EOI = {one_image}) with perpo.engine: verl; "
+            "raise it or set generation.max_images_per_answer: 0"
+        )
+    if cfg.grpo.clip_ratio_c is None:
+        raise ValueError("grpo.clip_ratio_c: null (no dual clip) has no verl equivalent; set a bound > 1")
+    if not math.isclose(cfg.grpo.epsilon, VERL_GRPO_EPSILON):
+        raise ValueError(
+            f"grpo.epsilon: verl's GRPO advantage adds {VERL_GRPO_EPSILON} to std_G, got {cfg.grpo.epsilon}"
+        )
+    if cfg.reward.fidelity_weight > 0:
+        raise ValueError(
+            "reward.fidelity_weight > 0 is computed by the local engine's rollout scorer only; "
+            "set it to 0 with perpo.engine: verl"
+        )
+    world = cfg.perpo.verl.nnodes * cfg.perpo.verl.n_gpus_per_node
+    if (cfg.perpo.ppo_mini_batch_size * cfg.perpo.rollout_n) % world:
+        raise ValueError(
+            f"perpo.ppo_mini_batch_size: {cfg.perpo.ppo_mini_batch_size} x rollout_n "
+            f"{cfg.perpo.rollout_n} responses do not split over {world} GPUs "
+            "(perpo.verl.nnodes x perpo.verl.n_gpus_per_node)"
+        )
+
 
 class ConfigError(ValueError):
     """A params file that does not validate; the message names file and key path."""
@@ -418,7 +494,9 @@ def _describe(err: ValidationError, source: str) -> str:
     lines = [f"{source}: {err.error_count()} invalid key(s)"]
     for item in err.errors():
         path = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if not path:  # a check across sections: its message names the keys
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"  {path}: unknown key")
         elif item["type"] == "missing":
             lines.append(f"  {path}: missing key")

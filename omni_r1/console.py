@@ -62,7 +62,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(level)
     for name in MUTED_LOGGERS:
         logger = logging.getLogger(name)
-        logger.addHandler(logging.NullHandler())
+        if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+            logger.addHandler(logging.NullHandler())
         logger.propagate = False
     # Libraries imported before this call read their switches already: tell them directly.
     if "huggingface_hub" in sys.modules:

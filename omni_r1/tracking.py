@@ -1,17 +1,30 @@
-"""MLflow conventions: one experiment, a parent run per pipeline run, a nested run per stage.
+"""MLflow conventions: one training experiment, a parent run per pipeline run, a nested run per stage.
 
 - Tracking URI: ``MLFLOW_TRACKING_URI`` from the environment, else ``tracking.tracking_uri``
   from params.yaml (embedded default ``sqlite:///mlflow.db``; a team points the environment
   variable at the MLflow server from ``infra/``).
-- Parent run: ``pipeline_run`` opens it (the Prefect pipeline flow does, and exports its id
-  as ``OMNI_R1_PARENT_RUN_ID``); ``stage_run`` nests each stage under it when that variable
-  is set, otherwise a stage run is a top-level run (plain ``dvc repro``).
-- Tags on every run: ``omni_r1.stage``, ``omni_r1.git_sha``, ``omni_r1.dvc_experiment``
-  (``DVC_EXP_NAME``), ``omni_r1.prefect_flow_run_id`` (``PREFECT__FLOW_RUN_ID``) when present,
-  and ``omni_r1.data.<name>`` = SHA-256 of each data manifest ``metrics/data_<name>.json``.
+- Experiment: ``tracking.experiment``, tagged ``mlflow.experimentKind`` =
+  ``custom_model_development`` when it has no kind yet or only one the UI inferred, so the
+  MLflow 3 UI opens it on its training runs (not on the GenAI traces view).
+- Parent run, one per pipeline run however it was started. A stage run nests under:
+  1. ``OMNI_R1_PARENT_RUN_ID`` when set: the Prefect ``pipeline`` flow opens the parent with
+     ``pipeline_run`` and hands its id to every stage process.
+  2. Otherwise the parent of the pipeline-run key, looked up by the tag
+     ``omni_r1.pipeline_run`` and created by the first stage that runs. The key is
+     ``OMNI_R1_PIPELINE_RUN`` when set (any string: group several invocations by hand),
+     else ``dvc-<pid>-<start time>`` of the nearest ancestor process that runs DVC, i.e. the
+     one ``dvc repro`` / ``dvc exp run`` (``make run`` calls ``dvc repro``) that launched all
+     the stages of this pipeline run, followed by the DVC experiment name when there is one. The parent is RUNNING while a stage runs and ends with
+     the last stage's status and end time.
+  3. Neither (a stage command typed by hand, outside DVC): a top-level run.
+- Tags on every run (parent and stages): ``omni_r1.stage``, ``omni_r1.git_sha``,
+  ``omni_r1.dvc_experiment`` (``DVC_EXP_NAME``, set by ``dvc exp run``),
+  ``omni_r1.prefect_flow_run_id`` (``PREFECT__FLOW_RUN_ID``) when present, and
+  ``omni_r1.data.<name>`` = SHA-256 of each data manifest ``metrics/data_<name>.json``.
 - The resolved config is logged when a run starts, as ``config/params.yaml`` and as
   flattened params; system metrics when ``tracking.log_system_metrics`` is on.
-- Datasets: ``log_dataset_manifest`` logs a manifest through ``mlflow.data`` (run inputs).
+- Datasets: ``log_dataset_manifest`` logs a manifest through ``mlflow.data`` (run inputs);
+  every stage that reads a prepared dataset logs it.
 - Checkpoints: ``log_checkpoint`` uploads to ``storage.s3_uri`` through ``omni_r1.storage``
   and records the URI as a tag, or logs the files as MLflow artifacts when storage is off.
 """
@@ -44,6 +57,11 @@ MANIFEST_GLOB = "data_*.json"
 DATA_TAG_PREFIX = "omni_r1.data."
 CHECKPOINT_TAG_PREFIX = "omni_r1.checkpoint."
 PARENT_RUN_TAG = "mlflow.parentRunId"
+PIPELINE_RUN_ENV = "OMNI_R1_PIPELINE_RUN"
+PIPELINE_RUN_TAG = "omni_r1.pipeline_run"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: the training-runs view
+INFERRED_KIND_SUFFIXES = ("_inferred", "no_inferred_type")  # kinds the UI guessed, not chosen
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -97,26 +115,102 @@ def run_tags(
 
 
 def configure(cfg: Config) -> str:
-    """Point MLflow at the tracking URI and the project's experiment; return the experiment id."""
+    """Point MLflow at the tracking URI and the project's training experiment; return its id."""
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    return mlflow.set_experiment(cfg.tracking.experiment).experiment_id
+    experiment = mlflow.set_experiment(cfg.tracking.experiment)
+    kind = experiment.tags.get(EXPERIMENT_KIND_TAG, "")
+    if not kind or kind.endswith(INFERRED_KIND_SUFFIXES):  # a kind someone chose is kept
+        MlflowClient().set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
+        )
+    return experiment.experiment_id
+
+
+def is_dvc_command(cmdline: list[str]) -> bool:
+    """``dvc repro``, ``/venv/bin/dvc exp run``, ``python -m dvc repro``, ``python .../dvc ...``."""
+    program, *args = cmdline or [""]
+    if Path(program).name == "dvc":
+        return True
+    if not Path(program).name.startswith("python"):
+        return False
+    return args[:2] == ["-m", "dvc"] or (bool(args) and Path(args[0]).name == "dvc")
+
+
+def dvc_invocation_key() -> str | None:
+    """``dvc-<pid>-<start time>`` of the nearest ancestor process running DVC, else None."""
+    import psutil
+
+    try:
+        process = psutil.Process().parent()
+        while process is not None:
+            if is_dvc_command(process.cmdline()):
+                return f"dvc-{process.pid}-{process.create_time():.3f}"
+            process = process.parent()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return None
+
+
+def pipeline_run_key() -> str | None:
+    """What groups this stage with the other stages of its pipeline run (see the module doc).
+
+    The DVC experiment name, when set, is part of the key: experiments that one DVC process
+    runs one after the other still get a parent each.
+    """
+    if os.environ.get(PIPELINE_RUN_ENV):
+        return os.environ[PIPELINE_RUN_ENV]
+    invocation = dvc_invocation_key()
+    experiment = os.environ.get(DVC_EXPERIMENT_ENV)
+    return f"{invocation}-{experiment}" if invocation and experiment else invocation
+
+
+def pipeline_parent(cfg: Config, experiment_id: str, key: str) -> str:
+    """The id of the parent run of pipeline-run ``key``, created on first use."""
+    client = MlflowClient()
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{key}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    name = " ".join(["pipeline", os.environ.get(DVC_EXPERIMENT_ENV) or "repro", key])
+    tags = run_tags("pipeline", {PIPELINE_RUN_TAG: key}, cfg.paths.metrics_dir)
+    with mlflow.start_run(run_name=name, tags=tags) as parent:
+        log_config(cfg)
+    return parent.info.run_id
 
 
 @contextmanager
 def stage_run(
     cfg: Config, stage: str, run_name: str | None = None, tags: Mapping[str, str] | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """Open the MLflow run of one stage, nested under the pipeline's parent run if any."""
-    configure(cfg)
+    """Open the MLflow run of one stage, nested under its pipeline run's parent if any.
+
+    A parent found through the pipeline-run key is set RUNNING for the stage's duration and
+    ends with the stage's status, so after the last stage it ends with the pipeline run.
+    """
+    experiment_id = configure(cfg)
     parent = os.environ.get(PARENT_RUN_ENV)
-    with mlflow.start_run(
-        run_name=run_name or stage,
-        parent_run_id=parent or None,
-        tags=run_tags(stage, tags, cfg.paths.metrics_dir),
-        log_system_metrics=cfg.tracking.log_system_metrics,
-    ) as run:
-        log_config(cfg)
-        yield run
+    key = None if parent else pipeline_run_key()
+    if key:
+        parent = pipeline_parent(cfg, experiment_id, key)
+        MlflowClient().update_run(parent, status="RUNNING")
+    status = "FAILED"
+    try:
+        with mlflow.start_run(
+            run_name=run_name or stage,
+            parent_run_id=parent or None,
+            tags=run_tags(stage, tags, cfg.paths.metrics_dir),
+            log_system_metrics=cfg.tracking.log_system_metrics,
+        ) as run:
+            log_config(cfg)
+            yield run
+        status = "FINISHED"
+    finally:
+        if key:
+            client = MlflowClient()
+            for tag, value in data_manifest_tags(cfg.paths.metrics_dir).items():
+                client.set_tag(parent, tag, value)
+            client.set_terminated(parent, status=status)
 
 
 @contextmanager
@@ -155,8 +249,8 @@ def log_dataset_manifest(manifest_path: Path | str, name: str, context: str = "t
     """Log a data manifest as an MLflow dataset input of the active run.
 
     The dataset's digest is the manifest's SHA-256 (first 16 hex digits, MLflow's digest
-    length); the manifest itself is logged as ``data/<file name>`` and its full hash as the
-    tag ``omni_r1.data.<name>``.
+    length); the manifest itself is logged as ``data/<name>/<file name>`` and its full hash
+    as the tag ``omni_r1.data.<name>``.
 
     Args:
         manifest_path: JSON manifest written by the prepare stage.
@@ -173,7 +267,7 @@ def log_dataset_manifest(manifest_path: Path | str, name: str, context: str = "t
         source=LocalArtifactDatasetSource(str(path.resolve())), name=name, digest=sha[:16]
     )
     mlflow.log_input(dataset, context=context)
-    mlflow.log_artifact(str(path), artifact_path="data")
+    mlflow.log_artifact(str(path), artifact_path=f"data/{name}")
     mlflow.set_tag(f"{DATA_TAG_PREFIX}{name}", sha)
     return sha
 

@@ -16,7 +16,9 @@ from omni_r1.config import load_config
 @pytest.fixture()
 def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for name in ("MLFLOW_TRACKING_URI", tracking.PARENT_RUN_ENV, tracking.DVC_EXPERIMENT_ENV):
+    for name in (
+        "MLFLOW_TRACKING_URI", tracking.PARENT_RUN_ENV, tracking.DVC_EXPERIMENT_ENV, tracking.PIPELINE_RUN_ENV
+    ):
         monkeypatch.delenv(name, raising=False)
     base = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -44,6 +46,60 @@ def test_stage_runs_nest_under_the_parent_and_carry_tags(cfg, monkeypatch):
     assert run.data.params["run.seed"] == str(cfg.run.seed)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/params.yaml"]
     assert client.get_run(parent.info.run_id).data.tags["omni_r1.prefect_flow_run_id"] == "f1"
+
+
+def test_stages_of_one_pipeline_run_key_share_one_parent(cfg, monkeypatch):
+    monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, "run-a")
+    with tracking.stage_run(cfg, "prepare") as first:
+        pass
+    with pytest.raises(RuntimeError, match="stage broke"):
+        with tracking.stage_run(cfg, "encode"):
+            raise RuntimeError("stage broke")
+    monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, "run-b")
+    with tracking.stage_run(cfg, "prepare") as other:
+        pass
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    parent_of = {
+        run.info.run_id: run.data.tags.get("mlflow.parentRunId")
+        for run in client.search_runs([first.info.experiment_id])
+    }
+    parent_a = client.get_run(parent_of[first.info.run_id])
+
+    assert len(parent_of) == 5  # two parents, three stage runs
+    assert list(parent_of.values()).count(parent_a.info.run_id) == 2
+    assert parent_of[other.info.run_id] not in {None, parent_a.info.run_id}
+    assert parent_a.data.tags[tracking.PIPELINE_RUN_TAG] == "run-a"
+    assert parent_a.data.tags["omni_r1.stage"] == "pipeline"
+    assert parent_a.info.status == "FAILED"  # ends with its last stage's status
+    assert parent_a.data.tags["omni_r1.data.toy"] == tracking.file_sha256("metrics/data_toy.json")
+    experiment = client.get_experiment(first.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_an_inferred_experiment_kind_becomes_training_a_chosen_one_stays(cfg):
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment_id = client.create_experiment(cfg.tracking.experiment)
+    client.set_experiment_tag(experiment_id, tracking.EXPERIMENT_KIND_TAG, "genai_development_inferred")
+    tracking.configure(cfg)
+    assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    client.set_experiment_tag(experiment_id, tracking.EXPERIMENT_KIND_TAG, "genai_development")
+    tracking.configure(cfg)
+    assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_a_stage_outside_dvc_is_a_top_level_run(cfg):
+    assert tracking.dvc_invocation_key() is None  # pytest is not run by DVC
+    with tracking.stage_run(cfg, "prepare") as run:
+        pass
+    assert "mlflow.parentRunId" not in MlflowClient(cfg.tracking.tracking_uri).get_run(run.info.run_id).data.tags
+
+
+def test_dvc_command_lines_are_recognised():
+    assert tracking.is_dvc_command(["/venv/bin/dvc", "repro"])
+    assert tracking.is_dvc_command(["/usr/bin/python3", "-m", "dvc", "exp", "run"])
+    assert tracking.is_dvc_command(["python", "/venv/bin/dvc", "repro"])
+    assert not tracking.is_dvc_command(["omni-r1", "prepare", "dvc"])
+    assert not tracking.is_dvc_command(["/bin/sh", "-c", "omni-r1 pesft --track dvc"])
 
 
 def test_dataset_manifest_becomes_an_mlflow_input(cfg):

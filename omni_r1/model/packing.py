@@ -121,7 +121,14 @@ def pack_prompt(
     traj: Trajectory, layout: TokenLayout, tokenizer: Any, input_codes: Sequence[torch.Tensor]
 ) -> torch.Tensor:
     """BOS, user turn with input images, instruction: the ids a rollout starts from [P]."""
-    prompt, _ = _interleave(render_prompt(traj), input_codes, layout, tokenizer, "prompt")
+    return pack_prompt_text(render_prompt(traj), layout, tokenizer, input_codes)
+
+
+def pack_prompt_text(
+    prompt_text: str, layout: TokenLayout, tokenizer: Any, input_codes: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """:func:`pack_prompt` from the rendered user turn (``IMAGE_SLOT`` per input image) [P]."""
+    prompt, _ = _interleave(prompt_text, input_codes, layout, tokenizer, "prompt")
     instruction = _text_ids(tokenizer, f"\n{INSTRUCTION}\n")
     return torch.tensor([layout.bos_id, *prompt, *instruction], dtype=torch.long)
 

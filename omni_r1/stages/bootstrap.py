@@ -96,6 +96,8 @@ def run(cfg: Config) -> dict[str, Any]:
         omni = load_omni(cfg)
         omni.model.eval()
         records = source_records(cfg)
+        source_manifest = Path(cfg.data.prepared_dir) / cfg.bootstrap.source / MANIFEST
+        log_dataset_manifest(source_manifest, cfg.bootstrap.source, context="bootstrap_source")
         steps = sum(len(cot_steps(record)) for record in records)
         with StageProgress("bootstrap images", steps, unit="images", every_s=cfg.console.log_every_s) as progress:
             result = bootstrap_records(

@@ -27,7 +27,7 @@ from omni_r1.data.storage import MANIFEST
 from omni_r1.model.images import encode_images
 from omni_r1.model.loading import load_omni
 from omni_r1.model.tiny import tokenizer_hash
-from omni_r1.tracking import stage_run
+from omni_r1.tracking import log_dataset_manifest, stage_run
 
 
 def prepared_datasets(cfg: Config) -> list[str]:
@@ -58,6 +58,7 @@ def run(cfg: Config) -> dict[str, dict[str, Any]]:
         summaries = {}
         for name in names:
             dataset_dir = Path(cfg.data.prepared_dir) / name
+            log_dataset_manifest(dataset_dir / MANIFEST, name, context="encode")
             key = cache_key(dataset_dir, token_hash)
             with StageProgress(f"encode {name}", None, unit="images", every_s=cfg.console.log_every_s) as progress:
                 summaries[name] = encode_dataset(

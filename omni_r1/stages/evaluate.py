@@ -41,13 +41,14 @@ import torch
 
 from omni_r1.config import Config
 from omni_r1.console import StageProgress
+from omni_r1.data.storage import MANIFEST
 from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
 from omni_r1.eval.fidelity import mlflow_fidelity_metrics
 from omni_r1.eval.judges import build_judge
 from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.model.images import decode_codes
-from omni_r1.tracking import stage_run
+from omni_r1.tracking import log_dataset_manifest, stage_run
 
 
 def checkpoint_folder(cfg: Config, ref: CheckpointRef) -> Path | None:
@@ -83,6 +84,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         raise ValueError(f"{Path(cfg.data.prepared_dir) / dataset}: no Omni-Bench records")
     tags = {"omni_r1.track": ref.track, "omni_r1.step": ref.step, "omni_r1.judge": cfg.judge.name}
     with stage_run(cfg, "evaluate", run_name=f"evaluate-{ref.name}", tags=tags):
+        log_dataset_manifest(Path(cfg.data.prepared_dir) / dataset / MANIFEST, dataset, context="evaluation")
         torch.manual_seed(cfg.run.seed)
         omni = load_omni(cfg, model_dir=folder)
         omni.model.eval()

@@ -141,8 +141,19 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if not math.isnan(value)}
 
 
-def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
-    """Train PeRPO for one track (and variant); return the summary metrics."""
+def run(
+    cfg: Config,
+    track: str,
+    variant: str = "default",
+    dry_run: bool = False,
+    manifest: Path | None = None,
+) -> dict[str, Any]:
+    """Train PeRPO for one track (and variant); return the summary metrics.
+
+    With ``perpo.engine: verl`` the run is a verl job (:func:`omni_r1.verl.launch.run_verl`):
+    ``dry_run`` writes its inputs (and the RayJob ``manifest`` when given) and prints the
+    submit command without submitting.
+    """
     if track not in TRACKS:
         raise ValueError(f"unknown track {track!r}; known: {', '.join(TRACKS)}")
     if variant not in VARIANTS:
@@ -153,6 +164,12 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
         raise FileNotFoundError(
             f"{start_dir}: no PeSFT checkpoint; run `omni-r1 pesft --track {track}`"
         )
+    if cfg.perpo.engine == "verl":
+        from omni_r1.verl.launch import run_verl
+
+        return run_verl(cfg, track, start_dir, out_root, metrics_path, dry_run, manifest)
+    if dry_run or manifest is not None:
+        raise ValueError("--dry-run and --manifest apply to perpo.engine: verl")
     dataset_dir = Path(cfg.data.prepared_dir) / cfg.perpo.dataset
     encoded_dir = Path(cfg.data.encoded_dir) / cfg.perpo.dataset
 

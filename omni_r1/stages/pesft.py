@@ -188,6 +188,10 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         )  # fmt: skip
         if main:
             log_dataset_manifest(paths.dataset / MANIFEST, cfg.pesft.datasets[track])
+            held_out = cfg.pesft.parse_eval_dataset
+            log_dataset_manifest(
+                Path(cfg.data.prepared_dir) / held_out / MANIFEST, held_out, context="evaluation"
+            )
             mlflow.log_metrics({"pesft.records": data.records, "pesft.dropped_sequences": data.dropped})
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from omni_r1.config import Config
+from omni_r1.config import Config, RewardConfig
 from omni_r1.data.records import Record, record_to_trajectory
 from omni_r1.data.synthetic import initial_state
 from omni_r1.executor import Executor
@@ -267,10 +267,32 @@ def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout, vq_decoder: Any
     ``vq_decoder`` is read only by a fidelity term whose headline is PSNR (:func:`fidelity_scorer`).
     """
     codebook = policy.model.vqmodel.quantize.embedding.weight.detach().float().cpu()  # [K, D]
+    return codebook_scorer(cfg.reward, codebook, layout, fidelity_scorer(cfg, policy, layout, vq_decoder))
+
+
+def codebook_scorer(
+    reward: RewardConfig, codebook: torch.Tensor, layout: TokenLayout, fidelity: FidelityTerm | None = None
+) -> Scorer:
+    """The PeRPO reward against a frozen codebook [K, D] (read from a model or from its weights file).
+
+    Args:
+        reward: the reward section (weights, perception map, combination).
+        codebook: the frozen VQ codebook [K, D].
+        layout: the policy's token layout.
+        fidelity: the fidelity term (:func:`fidelity_scorer`); required when
+            ``reward.fidelity_weight`` > 0, since it needs the executor and the VQ encoder.
+
+    Raises:
+        ValueError: ``reward.fidelity_weight`` > 0 without a fidelity term.
+    """
+    if reward.fidelity_weight > 0 and fidelity is None:
+        raise ValueError(
+            "reward.fidelity_weight > 0 needs the fidelity term (executor + VQ encoder), which this "
+            "scorer was not given; set reward.fidelity_weight: 0 for this engine"
+        )
     # The codebook is frozen: its [K, K] squared-distance table is built once, and each
     # image's total variation becomes H*W table lookups (benchmarks/bench_perception.py).
     squared_distances = codebook_squared_distances(codebook)  # [K, K]
-    fidelity = fidelity_scorer(cfg, policy, layout, vq_decoder)
 
     def score(
         texts: Sequence[str],
@@ -279,7 +301,7 @@ def reward_scorer(cfg: Config, policy: Any, layout: TokenLayout, vq_decoder: Any
         response_mask: torch.Tensor,
     ) -> RewardBatch:
         return score_batch(
-            cfg.reward, texts, [item.gold for item in owners], response_ids, response_mask, codebook, layout,
+            reward, texts, [item.gold for item in owners], response_ids, response_mask, codebook, layout,
             choices=[item.choices for item in owners], answer_types=[item.answer_type for item in owners],
             squared_distances=squared_distances,
             fidelity=fidelity(texts, owners, response_ids, response_mask) if fidelity is not None else None,

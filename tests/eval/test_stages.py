@@ -54,6 +54,8 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     assert runs[0].data.tags["omni_r1.step"] == "no_perception_10"
     assert runs[0].data.metrics["omnibench.average"] == metrics["average"]
     assert runs[0].data.metrics["fidelity.average.images.scored"] == fidelity["average"]["images"]["scored"]
+    inputs = [(d.dataset.name, [t.value for t in d.tags]) for d in runs[0].inputs.dataset_inputs]
+    assert inputs == [(cfg.eval.dataset, ["evaluation"])]  # the bench it read, as a run input
 
 
 def test_missing_checkpoint_is_a_clear_error(eval_cfg) -> None:

@@ -40,8 +40,6 @@ def test_pipeline_runs_selected_stages_through_dvc(first_run):
     project, _, result = first_run
 
     assert result["stages"] == ["prepare", "pesft@omni_r1", "evaluate@omni_r1-10", "promote"]
-    assert (project / "metrics/omnibench_omni_r1-10.json").exists()
-    assert not (project / "metrics/omnibench_omni_r1-20.json").exists()
     assert not (project / "checkpoints/pesft_omni_r1_zero").exists()
     assert [row["checkpoint"] for row in result["omnibench"]] == ["omni_r1-10"]
 
@@ -50,12 +48,24 @@ def test_overrides_become_a_dvc_experiment_and_workspace_is_restored(first_run):
     project, params_before, result = first_run
 
     assert result["dvc_experiment"] == "seed-3"
-    shown = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "--json"],
-        cwd=project, capture_output=True, text=True, check=True,
-    ).stdout
-    assert "seed-3" in shown
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "show", "--json"],
+            cwd=project, capture_output=True, text=True, check=True,
+        ).stdout
+    )
+    saved = {
+        run["name"]: run["data"]
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        for run in experiment["revs"]
+    }
+    metrics = saved["seed-3"]["metrics"]["metrics/omnibench_omni_r1-10.json"]["data"]
+    assert {"checkpoint": "omni_r1-10", **metrics} == result["omnibench"][0]  # the experiment's own
+    assert saved["seed-3"]["params"]["params.yaml"]["data"]["run"]["seed"] == 3
+    # the workspace is back to the committed state: params and the experiment's metrics
     assert (project / "params.yaml").read_text() == params_before
+    assert not (project / "metrics/omnibench_omni_r1-10.json").exists()
 
 
 def test_stage_runs_nest_under_the_parent_run(first_run):
@@ -131,3 +141,16 @@ def test_retrain_skips_unchanged_data_and_reruns_on_new_data(first_run):
     cfg = base.model_copy(update={"tracking": base.tracking.model_copy(update={"tracking_uri": uri})})
     champion_data = tracking.champion_data_tags(cfg)
     assert champion_data["omni_r1.data.toy"] == tracking.file_sha256(project / "metrics/data_toy.json")
+
+
+def test_flow_forms_refuse_unknown_fields_by_name():
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match=r"unknown field\(s\) 'experiment'.*experiment_name"):
+        pipeline.validate_parameters(
+            {"overrides": {"params": {"run.seed": 1}, "experiment": "x"}, "project_dir": "."}
+        )
+    with pytest.raises(ParameterTypeError, match=r"unknown field\(s\) 'step', 'track'"):
+        retrain.validate_parameters({"selection": {"track": ["omni_r1"], "step": [10]}})
+    accepted = pipeline.validate_parameters({"overrides": {"params": {}, "experiment_name": "x"}})
+    assert accepted["overrides"].experiment_name == "x"

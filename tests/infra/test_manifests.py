@@ -77,14 +77,39 @@ def test_k8s_documents_have_the_required_keys():
         assert "spec" in doc or doc["kind"] == "Secret", f"{name}: spec missing"
 
 
-def test_rayjob_runs_verl_ppo_with_the_project_patch():
-    rayjob = next(doc for _, doc in k8s_documents() if doc["kind"] == "RayJob")
-    spec = rayjob["spec"]
-    assert spec["entrypoint"].startswith("python -m verl.trainer.main_ppo")
-    assert "actor_rollout_ref.model.external_lib=omni_r1" in spec["entrypoint"]
-    cluster = spec["rayClusterSpec"]
-    assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
-    assert cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+def test_generated_rayjob_has_no_placeholder_and_every_named_module_imports(cfg, tmp_path):
+    """The RayJob is generated from params.yaml and the cluster-shape template (omni_r1.verl.launch)."""
+    import importlib
+
+    pytest.importorskip("verl")
+    from omni_r1.verl.launch import (
+        MANIFEST_TEMPLATE,
+        VerlJob,
+        named_modules,
+        placeholders,
+        rayjob_manifest,
+    )
+    from omni_r1.verl.settings import VerlPaths, verl_overrides
+
+    paths = VerlPaths("/w/ckpt", "/w/train.parquet", "/w/train.parquet", "/w/verl", "/w/agent_loops.yaml")
+    job = VerlJob("omni_r1", tmp_path, tmp_path / "t.parquet", tmp_path / "a.yaml", tmp_path / "c.yaml",
+                  verl_overrides(cfg, "omni_r1", paths), paths)  # fmt: skip
+    template = yaml.safe_load(MANIFEST_TEMPLATE.read_text())
+    assert "entrypoint" not in template["spec"]  # the template holds no run values
+    manifest = rayjob_manifest(cfg, job, {"env_vars": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}}, template)
+    text = yaml.safe_dump(manifest)
+    assert placeholders(text) == []
+    spec = manifest["spec"]
+    assert spec["entrypoint"].startswith("python3 -m verl.trainer.main_ppo ")
+    modules = named_modules(spec["entrypoint"])
+    assert {"verl.trainer.main_ppo", "omni_r1.verl.actor", "omni_r1.verl.reward", "omni_r1.verl.dataset"} <= set(modules)
+    for module in modules:
+        importlib.import_module(module)
+    workers = spec["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert workers["replicas"] == cfg.perpo.verl.nnodes
+    limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == str(cfg.perpo.verl.n_gpus_per_node)
+    assert f"trainer.n_gpus_per_node={cfg.perpo.verl.n_gpus_per_node}" in spec["entrypoint"]
 
 
 def test_pesft_job_uses_torchrun_on_the_cli():

@@ -231,3 +231,12 @@ def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monke
     pesft_run = runs[runs["tags.mlflow.runName"] == "pesft-omni_r1_zero"].iloc[0]
     assert pesft_run["metrics.pesft/cross_entropy"] > 0
     assert (runs["tags.mlflow.runName"] == "bootstrap").any()
+    client = mlflow.MlflowClient()
+
+    def inputs(run_name: str) -> set[tuple[str, str]]:
+        run_id = runs[runs["tags.mlflow.runName"] == run_name].iloc[0]["run_id"]
+        logged = client.get_run(run_id).inputs.dataset_inputs
+        return {(d.dataset.name, d.tags[0].value) for d in logged}
+
+    assert inputs("bootstrap") == {(cfg.bootstrap.source, "bootstrap_source"), ("zero_bootstrap", "bootstrap")}
+    assert inputs("pesft-omni_r1_zero") == {("zero_bootstrap", "training"), ("omnibench", "evaluation")}
