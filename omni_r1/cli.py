@@ -66,14 +66,14 @@ def main(
         quiet_libraries()
 
 
-def _run_stage(name: str, cfg: Config, subject: str = "", **kwargs: Any) -> Any:
-    """Import ``omni_r1.stages.<name>`` on demand, run it, and print its result line."""
+def _run_stage(name: str, cfg: Config, subject: str = "", result_line_at_end: bool = True, **kwargs: Any) -> Any:
+    """Import ``omni_r1.stages.<name>`` on demand, run it, and print its result line (unless told not to)."""
     from omni_r1.results import result_line
 
     module = importlib.import_module(f"omni_r1.stages.{name}")  # on demand: --help stays fast
     started = time.perf_counter()
     result = module.run(cfg, **kwargs)
-    if isinstance(result, dict):
+    if result_line_at_end and isinstance(result, dict):
         typer.echo(result_line(name, result, time.perf_counter() - started, subject))
     return result
 
@@ -161,7 +161,10 @@ def perpo(
     if engine is not None:
         cfg = _with_engine(cfg, engine)
     subject = track if variant == "default" else f"{track} ({variant})"
-    _run_stage("perpo", cfg, subject=subject, track=track, variant=variant, dry_run=dry_run, manifest=manifest)
+    _run_stage(
+        "perpo", cfg, subject=subject, track=track, variant=variant, dry_run=dry_run, manifest=manifest,
+        result_line_at_end=not dry_run,  # a dry run ends with the submit command, ready to copy
+    )  # fmt: skip
 
 
 def _with_engine(cfg: Config, engine: str) -> Config:

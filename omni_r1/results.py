@@ -102,9 +102,7 @@ def pesft_parts(result: Mapping[str, Any]) -> Parts:
 
 
 def perpo_parts(result: Mapping[str, Any]) -> Parts:
-    if "steps" not in result:  # perpo.engine verl with --dry-run: files written, nothing trained
-        return ["verl job prepared, not submitted (the submit command is printed above)"]
-    if not result["steps"]:
+    if not result.get("steps"):
         return ["no step run"]
     where = "fixed-prompt probe" if result.get("source") == "probe" else "first → last training step"
     return [

@@ -34,10 +34,6 @@ def test_perpo_line_names_where_before_and_after_come_from() -> None:
     assert "reward n/a → 0.277" in result_line("perpo", rollouts, 1.0)
     assert "(first → last training step)" in result_line("perpo", rollouts, 1.0)
     assert result_line("perpo", {"steps": 0}, 1.0) == "✓ perpo: no step run · 1s"
-    dry_run = {"config": "x.yaml", "submit_command": "ray job submit ..."}  # perpo.engine verl, --dry-run
-    assert result_line("perpo", dry_run, 1.0) == (
-        "✓ perpo: verl job prepared, not submitted (the submit command is printed above) · 1s"
-    )
 
 
 def test_tokenizer_evaluate_promote_lines() -> None:
