@@ -22,6 +22,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/omni-r1 summary
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -20,8 +20,9 @@ What it does, straight down:
 0. The whole run holds the workspace lock (:mod:`flows.lock`): a second pipeline in the same
    checkout waits ``orchestration.lock_wait_s`` and then fails, naming the run holding it.
    An override run puts params.yaml, dvc.lock and the outputs back also when a stage fails.
-5. Prefect artifacts: a table of Omni-Bench results per checkpoint (``metrics/omnibench_*.json``)
-   and a markdown note linking the MLflow run and the champion model version.
+5. Prefect artifacts: a table of Omni-Bench results per checkpoint (``metrics/omnibench_*.json``),
+   a markdown note linking the MLflow run and the champion model version, and the run summary
+   that ``omni-r1 summary`` prints after ``make run`` (:func:`omni_r1.results.closing_summary`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from flows.dvc_project import (
 from flows.lock import workspace_lock
 from omni_r1 import tracking
 from omni_r1.config import TRACKS, Config, flatten, load_config, read_yaml
+from omni_r1.results import closing_summary
 
 OMNIBENCH_GLOB = "omnibench_*.json"
 
@@ -232,6 +234,11 @@ def publish_artifacts(
         ]
     )
     create_markdown_artifact(markdown=markdown, key="mlflow-run", description="MLflow run and model")
+    create_markdown_artifact(
+        markdown=closing_summary(cfg, root=project, tracking_uri=uri),
+        key="run-summary",
+        description="Omni-Bench in short, the champion, where to look next",
+    )
 
 
 @flow(name="pipeline", log_prints=True)

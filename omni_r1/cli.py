@@ -4,12 +4,18 @@ Every stage command reads params.yaml (``--params``), optionally merges overlays
 (``--overlay``), and calls ``omni_r1.stages.<name>.run(cfg, ...)``. DVC stages and Prefect
 flows call these same commands. Serving the Prefect deployments is not a stage: it lives
 with the flows (``python -m flows.serve``), so the library never imports Prefect.
+
+Output: long loops show progress (``omni_r1.console``), each stage ends with one result line
+on stdout (``omni_r1.results.result_line``), and ``omni-r1 summary`` prints the closing
+summary of a run. Library progress bars and chatter stay quiet unless ``-v`` /
+``OMNI_R1_VERBOSE=1`` asks for them.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +24,7 @@ import yaml
 from rich.console import Console
 
 from omni_r1.config import Config, ConfigError, dvc_set_params, load_config, validate
+from omni_r1.console import quiet_libraries, verbose_requested
 
 app = typer.Typer(
     name="omni-r1",
@@ -48,9 +55,27 @@ def _load(params: Path, overlay: list[Path] | None) -> Config:
         raise typer.Exit(1) from err
 
 
-def _run_stage(name: str, cfg: Config, **kwargs: Any) -> Any:
-    """Import ``omni_r1.stages.<name>`` on demand (``--help`` stays fast) and run it."""
-    return importlib.import_module(f"omni_r1.stages.{name}").run(cfg, **kwargs)
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show library progress bars and INFO logs (or OMNI_R1_VERBOSE=1).")
+    ] = False,
+) -> None:
+    """Omni-R1 pipeline: interleaved text-and-image reasoning with PeSFT and PeRPO."""
+    if not verbose_requested(verbose):
+        quiet_libraries()
+
+
+def _run_stage(name: str, cfg: Config, subject: str = "", result_line_at_end: bool = True, **kwargs: Any) -> Any:
+    """Import ``omni_r1.stages.<name>`` on demand, run it, and print its result line (unless told not to)."""
+    from omni_r1.results import result_line
+
+    module = importlib.import_module(f"omni_r1.stages.{name}")  # on demand: --help stays fast
+    started = time.perf_counter()
+    result = module.run(cfg, **kwargs)
+    if result_line_at_end and isinstance(result, dict):
+        typer.echo(result_line(name, result, time.perf_counter() - started, subject))
+    return result
 
 
 @config_app.command("show")
@@ -112,7 +137,7 @@ def pesft(
     track: TrackOpt, params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None
 ) -> None:
     """Perception-aligned SFT (cross-entropy + perception loss)."""
-    _run_stage("pesft", _load(params, overlay), track=track)
+    _run_stage("pesft", _load(params, overlay), subject=track, track=track)
 
 
 @app.command()
@@ -135,7 +160,11 @@ def perpo(
     cfg = _load(params, overlay)
     if engine is not None:
         cfg = _with_engine(cfg, engine)
-    _run_stage("perpo", cfg, track=track, variant=variant, dry_run=dry_run, manifest=manifest)
+    subject = track if variant == "default" else f"{track} ({variant})"
+    _run_stage(
+        "perpo", cfg, subject=subject, track=track, variant=variant, dry_run=dry_run, manifest=manifest,
+        result_line_at_end=not dry_run,  # a dry run ends with the submit command, ready to copy
+    )  # fmt: skip
 
 
 def _with_engine(cfg: Config, engine: str) -> Config:
@@ -157,7 +186,7 @@ def evaluate(
     overlay: OverlayOpt = None,
 ) -> None:
     """Evaluate one checkpoint on the Omni-Bench slices."""
-    _run_stage("evaluate", _load(params, overlay), track=track, step=step)
+    _run_stage("evaluate", _load(params, overlay), subject=f"{track} step {step}", track=track, step=step)
 
 
 @app.command()
@@ -170,6 +199,16 @@ def report(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) 
 def promote(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Register the best checkpoint as a servable model; a main-line win moves the champion alias."""
     _run_stage("promote", _load(params, overlay), overlays=tuple(overlay or ()))
+
+
+@app.command()
+def summary(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
+    """Print the closing summary of the last run: Omni-Bench, champion, where to look next."""
+    from omni_r1.results import closing_summary
+    from omni_r1.tracking import tracking_uri
+
+    cfg = _load(params, overlay)
+    typer.echo(closing_summary(cfg, tracking_uri=tracking_uri(cfg)), nl=False)
 
 
 if __name__ == "__main__":

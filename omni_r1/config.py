@@ -404,6 +404,12 @@ class OrchestrationConfig(Section):
         return value
 
 
+class ConsoleConfig(Section):
+    """What a person sees while a stage runs (omni_r1.console)."""
+
+    log_every_s: Annotated[float, Field(gt=0.0)]
+
+
 class Config(Section):
     """The whole of params.yaml."""
 
@@ -432,6 +438,7 @@ class Config(Section):
     report: ReportConfig
     promote: PromoteConfig
     orchestration: OrchestrationConfig
+    console: ConsoleConfig
 
     @model_validator(mode="after")
     def _engine_settings_agree(self) -> Config:

@@ -201,14 +201,14 @@ def restated_defaults(sources: Iterable[Path], params: Mapping[str, Any]) -> lis
 # a lower layer. The library's packages, bottom to top.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("omni_r1", "omni_r1.config", "omni_r1.trajectory"),
-    ("omni_r1.grid", "omni_r1.storage"),
+    ("omni_r1.grid", "omni_r1.storage", "omni_r1.console"),
     ("omni_r1.executor", "omni_r1.gallery", "omni_r1.tracking"),
     ("omni_r1.data",),
     ("omni_r1.model",),
     ("omni_r1.rewards",),
     ("omni_r1.training", "omni_r1.eval"),
     ("omni_r1.verl", "omni_r1.serving"),
-    ("omni_r1.stages",),
+    ("omni_r1.stages", "omni_r1.results"),
     ("omni_r1.cli",),
 )
 

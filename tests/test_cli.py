@@ -66,7 +66,9 @@ def test_dvc_args_from_overlay(tmp_path: Path) -> None:
 def test_every_stage_command_names_a_stage_module_with_run() -> None:
     import importlib
 
+    not_stages = {"summary"}  # reads what the stages wrote; runs nothing
     stage_commands = [c.name or c.callback.__name__ for c in cli.app.registered_commands]
+    stage_commands = [name for name in stage_commands if name not in not_stages]
     assert stage_commands  # gallery, prepare, ..., promote
     for name in stage_commands:
         module = importlib.import_module(f"omni_r1.stages.{name}")
@@ -76,3 +78,28 @@ def test_every_stage_command_names_a_stage_module_with_run() -> None:
 def test_a_missing_stage_module_is_an_import_error_not_a_skip(cfg) -> None:
     with pytest.raises(ModuleNotFoundError, match="not_a_stage"):
         cli._run_stage("not_a_stage", cfg)
+
+
+def test_stage_prints_its_result_line(repo_root: Path, tmp_path: Path, mlflow_tmp: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMNI_R1_VERBOSE", "1")  # leave the test process's logging as it is
+    result = runner.invoke(cli.app, ["gallery", "--params", str(repo_root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "metrics/gallery.json").read_text())
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        f"✓ gallery: {counts['trajectories']} example trajectories, {counts['step_images']} step images"
+        " · page reports/gallery/index.html · "
+    )
+
+
+def test_summary_command_prints_the_closing_summary(repo_root: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMNI_R1_VERBOSE", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/omnibench_omni_r1_pesft.json").write_text('{"natural": 0.5, "average": 0.5}')
+    result = runner.invoke(cli.app, ["summary", "--params", str(repo_root / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "| omni_r1 pesft | 0.50 | **0.500** |" in result.output
+    assert "mlflow ui --backend-store-uri sqlite:///elsewhere.db" in result.output  # the URI in use

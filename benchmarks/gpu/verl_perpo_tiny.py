@@ -31,12 +31,18 @@ def write_inputs(workdir: Path, prompts: int) -> None:
     import torch
     from PIL import Image
 
+    from omni_r1.config import load_config
     from omni_r1.data.codes import encode_dataset
     from omni_r1.data.records import Record, RecordStep
     from omni_r1.data.storage import write_records
     from omni_r1.model.images import encode_images
-    from omni_r1.config import load_config
-    from omni_r1.model.tiny import assemble_tiny, fresh_vq, save_tiny, tiny_vq_config, train_text_tokenizer
+    from omni_r1.model.tiny import (
+        assemble_tiny,
+        fresh_vq,
+        save_tiny,
+        tiny_vq_config,
+        train_text_tokenizer,
+    )
 
     tiny = load_config().model.tiny  # the embedded default's shape, random weights
     corpus = ["THOUGHT 1: zoom in. ZOOM(0.1, 0.2, 0.3, 0.4)", "Final Answer: 3"]

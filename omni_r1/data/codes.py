@@ -54,6 +54,7 @@ def is_cached(out_dir: Path | str, key: dict[str, str]) -> bool:
 def encode_dataset(
     dataset_dir: Path | str, out_dir: Path | str, encoder: Encoder, key: dict[str, str],
     batch_size: int = 64,
+    on_images: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Encode every image of a prepared dataset unless the cache key matches.
 
@@ -63,6 +64,7 @@ def encode_dataset(
         encoder: images -> ``[N, H*W]`` LongTensor of codebook indices.
         key: :func:`cache_key` of the dataset and tokenizer.
         batch_size: images per encoder call.
+        on_images: called with the number of images of each encoder call (progress).
 
     Returns:
         ``{"cached": bool, "images": count, "tokens_per_image": H*W, **key}``.
@@ -81,6 +83,8 @@ def encode_dataset(
         tokens = int(codes.shape[1])
         for (record_id, image_key, _), row in zip(pending, codes.tolist(), strict=True):
             rows.append({"record_id": record_id, "image_key": image_key, "codes": row})
+        if on_images is not None:
+            on_images(len(pending))
         pending.clear()
 
     for record in read_records(dataset_dir):

@@ -15,7 +15,7 @@ and the mean codebook embedding of its generated images, which the report projec
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,12 @@ from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
 from omni_r1.eval.fidelity import fidelity_metrics, row_fields, score_generations
 from omni_r1.eval.judges import Judge, JudgeItem, Verdict
-from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
+from omni_r1.model.generation import (
+    DecodeStepCounter,
+    decode_interleaved,
+    generate_interleaved,
+    generation_kwargs,
+)
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
 from omni_r1.rewards.accuracy import extract_final_answer
@@ -150,6 +155,8 @@ def generate_responses(
     generate_kwargs: dict[str, Any],
     max_images: int | None,
     batch_size: int,
+    on_items: Callable[[int], None] | None = None,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """Interleaved generation for every prompt, ``batch_size`` prompts per call.
 
@@ -159,6 +166,8 @@ def generate_responses(
         generate_kwargs: HF ``generate`` arguments (see :func:`decoding_kwargs`).
         max_images: most images per answer.
         batch_size: prompts per ``generate`` call (left-padded together).
+        on_items: called with the number of prompts answered by each call (progress).
+        on_tokens: called with the decoding step reached inside each call (progress).
     """
     layout: TokenLayout = omni.layout
     device = next(omni.model.parameters()).device
@@ -168,10 +177,13 @@ def generate_responses(
         sequences = generate_interleaved(
             omni.model, layout, input_ids.to(device), attention_mask.to(device),
             max_images=max_images, **generate_kwargs,
+            **({"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}),
         )  # [b, P + N]  # fmt: skip
         for row in sequences[:, input_ids.shape[1] :].cpu():  # [N]
             text, codes = decode_interleaved(omni.tokenizer, layout, row)
             generations.append(Generation(row, text, codes))
+        if on_items is not None:
+            on_items(input_ids.shape[0])
     return generations
 
 
@@ -288,7 +300,14 @@ def codebook_of(omni: Any) -> torch.Tensor:
     return omni.model.model.vqmodel.quantize.embedding.weight
 
 
-def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Judge) -> EvalResult:
+def evaluate_items(
+    omni: Any,
+    items: Sequence[BenchItem],
+    cfg: Config,
+    judge: Judge,
+    on_items: Callable[[int], None] | None = None,
+    on_tokens: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Generate, judge and score every item.
 
     Args:
@@ -298,6 +317,8 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
             ``reward`` (perception score), ``executor``, ``fidelity``, ``intervals`` and
             ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`).
         judge: decides each prediction.
+        on_items: called with the number of items answered by each generate call (progress).
+        on_tokens: called with the decoding step reached inside each generate call (progress).
     """
     prompts = [
         pack_prompt(item.prompt_trajectory(), omni.layout, omni.tokenizer, item.input_codes)
@@ -305,7 +326,7 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
     ]  # [P_i] each
     generations = generate_responses(
         omni, prompts, decoding_kwargs(cfg.generation, cfg.eval.decoding),
-        cfg.generation.max_images_per_answer, cfg.eval.batch_size,
+        cfg.generation.max_images_per_answer, cfg.eval.batch_size, on_items, on_tokens,
     )  # fmt: skip
     judged = [
         JudgeItem(gold=item.record.final_answer, response=g.text, choices=tuple(item.record.choices))

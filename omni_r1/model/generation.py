@@ -28,11 +28,13 @@ image was, plus the images' codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logits import with_image_logits
@@ -165,6 +167,26 @@ class InterleavedLogitsProcessor(LogitsProcessor):
         text_mode = torch.where(no_boi, TEXT_NO_BOI, TEXT)  # [B]
         image_mode = torch.where(state.image_pos >= tokens_per_image, CLOSE_IMAGE, IMAGE)  # [B]
         return torch.where(state.in_image, image_mode, text_mode)  # [B]
+
+
+class DecodeStepCounter(BaseStreamer):
+    """HF ``generate`` streamer that calls ``on_step(k)`` after the k-th new token of the batch.
+
+    For progress only: it reads nothing but the call count, so outputs are unchanged. HF
+    hands it the prompt first (not counted), then each decoding step's tokens.
+    """
+
+    def __init__(self, on_step: Callable[[int], None]) -> None:
+        self.on_step = on_step
+        self.calls = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.calls:
+            self.on_step(self.calls)
+        self.calls += 1
+
+    def end(self) -> None:
+        """Nothing to flush."""
 
 
 def _setting(generation_config: GenerationConfig | None, kwargs: dict[str, Any], key: str) -> Any:

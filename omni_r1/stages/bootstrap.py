@@ -30,6 +30,7 @@ import mlflow
 import torch
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.data.codes import cache_key, encode_dataset, read_codes
 from omni_r1.data.records import Record, from_png
 from omni_r1.data.storage import MANIFEST, manifest_summary, read_records, write_records
@@ -38,7 +39,7 @@ from omni_r1.model.loading import load_omni
 from omni_r1.model.tiny import tokenizer_hash
 from omni_r1.stages.encode import tokenizer_dir
 from omni_r1.tracking import log_dataset_manifest, stage_run
-from omni_r1.training.bootstrap import BootstrapResult, bootstrap_records
+from omni_r1.training.bootstrap import BootstrapResult, bootstrap_records, cot_steps
 
 
 def source_records(cfg: Config) -> list[Record]:
@@ -97,12 +98,15 @@ def run(cfg: Config) -> dict[str, Any]:
         records = source_records(cfg)
         source_manifest = Path(cfg.data.prepared_dir) / cfg.bootstrap.source / MANIFEST
         log_dataset_manifest(source_manifest, cfg.bootstrap.source, context="bootstrap_source")
-        result = bootstrap_records(
-            records, input_image_codes(cfg, omni, records), omni.model, omni.layout, omni.tokenizer,
-            lambda codes: decode_images(omni, codes),
-            max_length=cfg.packing.max_length, batch_size=cfg.bootstrap.batch_size,
-            sampling=sampling_settings(cfg), source_name=cfg.bootstrap.source,
-        )  # fmt: skip
+        steps = sum(len(cot_steps(record)) for record in records)
+        with StageProgress("bootstrap images", steps, unit="images", every_s=cfg.console.log_every_s) as progress:
+            result = bootstrap_records(
+                records, input_image_codes(cfg, omni, records), omni.model, omni.layout, omni.tokenizer,
+                lambda codes: decode_images(omni, codes),
+                max_length=cfg.packing.max_length, batch_size=cfg.bootstrap.batch_size,
+                sampling=sampling_settings(cfg), source_name=cfg.bootstrap.source,
+                on_images=lambda count: progress.update(advance=count),
+            )  # fmt: skip
         images = sum(len(record.steps) for record in result.records)
         manifest = write_records(
             result.records, out_dir, name=name, shard_size=cfg.data.shard_size, skipped=result.skipped,

@@ -20,6 +20,7 @@ from typing import Any
 import mlflow
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.data import PREPARED_DATASETS
 from omni_r1.data.codes import cache_key, encode_dataset
 from omni_r1.data.storage import MANIFEST
@@ -59,7 +60,11 @@ def run(cfg: Config) -> dict[str, dict[str, Any]]:
             dataset_dir = Path(cfg.data.prepared_dir) / name
             log_dataset_manifest(dataset_dir / MANIFEST, name, context="encode")
             key = cache_key(dataset_dir, token_hash)
-            summaries[name] = encode_dataset(dataset_dir, Path(cfg.data.encoded_dir) / name, encoder, key)
+            with StageProgress(f"encode {name}", None, unit="images", every_s=cfg.console.log_every_s) as progress:
+                summaries[name] = encode_dataset(
+                    dataset_dir, Path(cfg.data.encoded_dir) / name, encoder, key,
+                    on_images=lambda count, bar=progress: bar.update(advance=count),
+                )  # fmt: skip
         mlflow.log_dict(summaries, "encode/summary.json")
         mlflow.log_metrics({f"encode.{n}.images": float(s.get("images", 0)) for n, s in summaries.items()})
     return summaries

@@ -40,6 +40,7 @@ import mlflow
 import torch
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.data.storage import MANIFEST
 from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
@@ -87,7 +88,14 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         torch.manual_seed(cfg.run.seed)
         omni = load_omni(cfg, model_dir=folder)
         omni.model.eval()
-        result = evaluate_items(omni, items, cfg, build_judge(cfg.judge, cfg.reward))
+        title = f"evaluate {ref.track} step {ref.step}"
+        budget = cfg.generation.max_new_tokens
+        with StageProgress(title, len(items), unit="items", every_s=cfg.console.log_every_s) as progress:
+            result = evaluate_items(
+                omni, items, cfg, build_judge(cfg.judge, cfg.reward),
+                on_items=lambda count: progress.update(advance=count, decoding=None),
+                on_tokens=lambda token: progress.update(decoding=f"token {token}/{budget} of the batch"),
+            )  # fmt: skip
 
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)

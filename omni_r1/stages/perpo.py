@@ -39,6 +39,7 @@ import mlflow
 import torch
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
@@ -57,6 +58,8 @@ from omni_r1.training.perpo import PerpoTrainer, config_fingerprint
 from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
 from omni_r1.training.rollout import Response, build_prompts, reward_scorer
 
+# step metrics shown beside the progress bar: reward, accuracy, KL to the reference
+PROGRESS_POSTFIX = {"reward/mean": "reward", "reward/accuracy": "accuracy", "actor/kl_loss": "KL"}
 # Files of the starting checkpoint that a PeRPO checkpoint does not inherit.
 NOT_INHERITED = {
     MODEL_WEIGHTS,
@@ -206,8 +209,17 @@ def run(
             }
         )
 
+        progress = StageProgress(
+            f"perpo {track}" + ("" if variant == "default" else f" ({variant})"), cfg.perpo.max_steps,
+            unit="steps", every_s=cfg.console.log_every_s, resumed_at=trainer.step_count,
+        )  # fmt: skip
+
         def on_step(step: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(_finite(metrics), step=step)
+            progress.update(step, **{short: metrics[key] for key, short in PROGRESS_POSTFIX.items() if key in metrics})
+
+        def on_probe(name: str, done: int, total: int) -> None:
+            progress.update(probe=f"{name} {done}/{total} prompts" if done < total else None)
 
         def on_checkpoint(step: int, folder: Path, responses: list[Response]) -> None:
             title = f"PeRPO {track} ({variant}) step {step}"
@@ -217,9 +229,10 @@ def run(
             mlflow.log_text(html, f"perpo/gallery_step_{step}.html")
             log_checkpoint(folder, f"checkpoints/step_{step}", cfg.storage)
 
-        history = trainer.train(
-            cfg.perpo.max_steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint
-        )
+        with progress:
+            history = trainer.train(
+                cfg.perpo.max_steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint, on_probe
+            )
         for name, step in (("start", 0), ("end", trainer.step_count)):
             if name in trainer.probes:
                 mlflow.log_metrics(

@@ -45,7 +45,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ import mlflow
 from transformers.trainer_utils import get_last_checkpoint
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.loading import load_omni, save_omni
@@ -62,6 +62,7 @@ from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.pesft import (
     MlflowStepLogger,
     PesftModel,
+    StepProgress,
     build_projection,
     build_trainer,
     greedy_parse_rate,
@@ -194,11 +195,11 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         if main and resume is None:
             reset_resume_dir(paths.resume, key)
         args = training_arguments(
-            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=sys.stderr.isatty()
-        )
+            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=False
+        )  # progress through StepProgress, in a terminal and in logs alike
         trainer = build_trainer(
             pesft_model, data.sequences, args, pad_id=omni.layout.pad_id, tokenizer=omni.tokenizer,
-            callbacks=[MlflowStepLogger()],
+            callbacks=[MlflowStepLogger(), StepProgress(f"pesft {track}", cfg.console.log_every_s)],
         )  # fmt: skip
         if main:
             log_dataset_manifest(paths.dataset / MANIFEST, cfg.pesft.datasets[track])
@@ -214,11 +215,13 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
             return {}
 
         save_final(omni, projection, trainer, paths.out)
-        parse = greedy_parse_rate(
-            omni.model, omni.layout, omni.tokenizer, held_out_prompts(cfg, omni),
-            max_new_tokens=cfg.generation.max_new_tokens, max_images=cfg.generation.max_images_per_answer,
-            batch_size=cfg.pesft.parse_eval_batch_size,
-        )  # fmt: skip
+        title = f"pesft {track} held-out parse check"
+        with StageProgress(title, None, unit="decoding steps", every_s=cfg.console.log_every_s) as progress:
+            parse = greedy_parse_rate(
+                omni.model, omni.layout, omni.tokenizer, held_out_prompts(cfg, omni),
+                max_new_tokens=cfg.generation.max_new_tokens, max_images=cfg.generation.max_images_per_answer,
+                batch_size=cfg.pesft.parse_eval_batch_size, on_tokens=lambda _: progress.update(advance=1),
+            )  # fmt: skip
         history = loss_history(trainer.state.log_history)
         metrics = summary_metrics(
             cfg, history,

@@ -24,10 +24,9 @@ from typing import Any
 
 import mlflow
 from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from omni_r1.config import Config
+from omni_r1.console import StageProgress
 from omni_r1.model.tiny import TinyTrainingResult, save_tiny, tokenizer_hash, train_tiny
 from omni_r1.tracking import stage_run
 from omni_r1.trajectory import render_prompt, render_trajectory
@@ -58,16 +57,12 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def train_with_progress(images: list[Image.Image], texts: list[str], cfg: Config) -> TinyTrainingResult:
-    """``train_tiny`` with a progress bar and per-step loss metrics sent to the active MLflow run."""
+    """``train_tiny`` with progress (VQ steps, loss) and per-step loss metrics sent to the active MLflow run."""
     pending: list[tuple[int, dict[str, float]]] = []
-    console = Console(stderr=True)
-    columns = [TextColumn("VQ {task.completed}/{task.total}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task("vq", total=cfg.tokenizer.vq_steps, loss=float("nan"))
+    with StageProgress("tokenizer VQ", cfg.tokenizer.vq_steps, unit="steps", every_s=cfg.console.log_every_s) as progress:
 
         def on_step(step: int, record: dict[str, float]) -> None:
-            progress.update(task, completed=step, loss=record["loss"])
+            progress.update(step, loss=record["loss"])
             pending.append((step, record))
             if step % LOG_EVERY == 0 or step == cfg.tokenizer.vq_steps:
                 for logged_step, values in pending:

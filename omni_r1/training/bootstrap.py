@@ -153,6 +153,7 @@ def bootstrap_records(
     batch_size: int,
     sampling: dict[str, Any],
     source_name: str,
+    on_images: Callable[[int], None] | None = None,
 ) -> BootstrapResult:
     """Generate one image per text step of every record and assemble interleaved records.
 
@@ -167,6 +168,8 @@ def bootstrap_records(
         batch_size: records generated together.
         sampling: HF generate settings for the image tokens.
         source_name: the prepared dataset the records came from (kept in ``meta``).
+        on_images: called with the number of step images each generate call produced
+            (progress; at most ``sum(len(cot_steps(r)) for r in records)`` in all).
 
     Returns:
         :class:`BootstrapResult`: the new records, their generated codes, skip counts.
@@ -188,6 +191,8 @@ def bootstrap_records(
                 images = generate_step_images(model, layout, [prefix for _, prefix in ready], sampling=sampling)
                 for (draft, _), image in zip(ready, images, strict=True):
                     draft.step_codes.append(image)
+                if on_images is not None:
+                    on_images(len(images))
     skipped["too_long"] = sum(draft.too_long for draft in drafts)
     drafts = [draft for draft in drafts if not draft.too_long]
     skipped = {reason: count for reason, count in skipped.items() if count}

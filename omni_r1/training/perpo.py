@@ -71,6 +71,7 @@ PROBE_SEED_OFFSET = 7919  # the probe's prompt order and sampling seed: run.seed
 
 StepHook = Callable[[int, dict[str, float]], None]
 CheckpointHook = Callable[[int, Path, list[Response]], None]
+ProbeHook = Callable[[str, int, int], None]  # (probe name, prompts done, prompts in all)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,15 +343,17 @@ class PerpoTrainer:
         save_steps: Sequence[int],
         on_step: StepHook | None = None,
         on_checkpoint: CheckpointHook | None = None,
+        on_probe: ProbeHook | None = None,
     ) -> list[dict[str, float]]:
         """Run steps up to ``until_step``, saving ``checkpoint_root/step_<k>`` for k in ``save_steps``.
 
         With ``perpo.probe_prompts`` > 0 the fixed-prompt probe runs before the first step
-        (``probes["start"]``) and after the last (``probes["end"]``).
+        (``probes["start"]``) and after the last (``probes["end"]``); ``on_probe`` follows its
+        progress. ``on_step`` gets each step's metrics.
         """
         probing = self.cfg.perpo.probe_prompts > 0
         if probing and self.step_count == 0 and "start" not in self.probes:
-            self.probes["start"] = self.probe()
+            self.probes["start"] = self.probe("start", on_probe)
         while self.step_count < until_step:
             metrics = self.step()
             if on_step is not None:
@@ -360,10 +363,10 @@ class PerpoTrainer:
                 if on_checkpoint is not None:
                     on_checkpoint(self.step_count, folder, self.last_responses)
         if probing:
-            self.probes["end"] = self.probe()
+            self.probes["end"] = self.probe("end", on_probe)
         return self.history
 
-    def probe(self) -> dict[str, float]:
+    def probe(self, name: str = "", on_probe: ProbeHook | None = None) -> dict[str, float]:
         """Reward of the current policy on a fixed prompt set, sampled from a fixed seed.
 
         The same ``probe_prompts`` prompts and seed before and after training make the
@@ -372,12 +375,19 @@ class PerpoTrainer:
         """
         count = min(self.cfg.perpo.probe_prompts, len(self.prompts))
         indices = PromptCursor(len(self.prompts), self.cfg.run.seed + PROBE_SEED_OFFSET).take(count)
+        done = [0]
+
+        def on_prompts(prompts: int) -> None:
+            done[0] += prompts
+            if on_probe is not None:
+                on_probe(name, done[0], count)
+
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.run.seed + PROBE_SEED_OFFSET)
             started = time.perf_counter()
             responses = generate_and_score(
                 self.policy, self.tokenizer, self.layout, self.prompts, indices, 0, self.settings,
-                self.scorer,
+                self.scorer, on_prompts,
             )  # fmt: skip
         return rollout_metrics(responses, time.perf_counter() - started)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +58,11 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.utils import ModelOutput
 
 from omni_r1.config import PesftConfig
+from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import DataError, Record, record_to_trajectory
 from omni_r1.data.storage import read_records
-from omni_r1.model.generation import decode_interleaved, generate_interleaved
+from omni_r1.model.generation import DecodeStepCounter, decode_interleaved, generate_interleaved
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logits import forward_logits, with_image_logits
 from omni_r1.model.packing import PackedSequence, collate, left_pad_prompts, pack_many, pack_prompt
@@ -308,6 +309,37 @@ class MlflowStepLogger(TrainerCallback):
             mlflow.log_metrics(values, step=state.global_step)
 
 
+class StepProgress(TrainerCallback):
+    """Trainer's optimiser steps through :class:`omni_r1.console.StageProgress` (rank 0 only),
+    with the latest cross-entropy and perception loss; stands in for Trainer's tqdm bar."""
+
+    POSTFIX = {"cross_entropy": "CE", "perception": "L_pe"}
+
+    def __init__(self, title: str, every_s: float) -> None:
+        self.title, self.every_s = title, every_s
+        self.progress: StageProgress | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.progress = StageProgress(
+                self.title, state.max_steps, unit="steps", every_s=self.every_s, resumed_at=state.global_step
+            ).start()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(state.global_step)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if self.progress is not None and logs:
+            postfix = {short: logs[key] for key, short in self.POSTFIX.items() if key in logs}
+            self.progress.update(state.global_step, **postfix)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+
 class PesftTrainer(Trainer):
     """``Trainer`` with the PeSFT loss (``compute_loss``) and its L_pe normaliser.
 
@@ -535,6 +567,7 @@ def greedy_parse_rate(
     max_new_tokens: int,
     max_images: int | None,
     batch_size: int,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> ParseReport:
     """Greedy interleaved generation from each prompt; the share that parses with no issue.
 
@@ -544,6 +577,7 @@ def greedy_parse_rate(
         prompts: prompt ids [P] (:func:`prompt_ids`).
         max_new_tokens, max_images: the ``generation`` section's budget.
         batch_size: prompts per ``generate`` call (left-padded).
+        on_tokens: called with the decoding step reached inside each call (progress).
 
     Returns:
         :class:`ParseReport`; ``ok`` is ``parse_trajectory(text).ok`` of the decoded output.
@@ -556,6 +590,7 @@ def greedy_parse_rate(
         sequences = generate_interleaved(
             model, layout, input_ids.to(device), attention_mask.to(device),
             max_images=max_images, max_new_tokens=max_new_tokens, do_sample=False,
+            **({"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}),
         )  # fmt: skip  # [b, P + N]
         for row in sequences[:, input_ids.shape[1] :].cpu():
             texts.append(decode_interleaved(tokenizer, layout, row)[0])

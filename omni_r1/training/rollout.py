@@ -206,9 +206,16 @@ def rollout_settings(cfg: Config) -> RolloutSettings:
 
 @torch.no_grad()
 def sample_responses(
-    policy: Any, layout: TokenLayout, prompts: Sequence[torch.Tensor], settings: RolloutSettings
+    policy: Any,
+    layout: TokenLayout,
+    prompts: Sequence[torch.Tensor],
+    settings: RolloutSettings,
+    on_prompts: Callable[[int], None] | None = None,
 ) -> list[torch.Tensor]:
-    """``settings.n`` responses per prompt, grouped prompt by prompt. Returns B·n id rows [N_i]."""
+    """``settings.n`` responses per prompt, grouped prompt by prompt. Returns B·n id rows [N_i].
+
+    ``on_prompts`` is called with the number of prompts of each generate call (progress).
+    """
     per_chunk = max(1, settings.micro_batch_size // settings.n)
     responses: list[torch.Tensor] = []
     for start in range(0, len(prompts), per_chunk):
@@ -223,6 +230,8 @@ def sample_responses(
         generated = sequences[:, input_ids.shape[1] :].cpu()  # [b*n, N]
         lengths = response_lengths(generated, layout.eos_id)  # [b*n]
         responses += [row[:length] for row, length in zip(generated, lengths.tolist(), strict=True)]
+        if on_prompts is not None:
+            on_prompts(input_ids.shape[0])
     return responses
 
 
@@ -354,10 +363,14 @@ def generate_and_score(
     first_group: int,
     settings: RolloutSettings,
     scorer: Scorer,
+    on_prompts: Callable[[int], None] | None = None,
 ) -> list[Response]:
-    """One generation batch: sample ``n`` responses per prompt, then :func:`score_responses`."""
+    """One generation batch: sample ``n`` responses per prompt, then :func:`score_responses`.
+
+    ``on_prompts``: progress, as in :func:`sample_responses`.
+    """
     items = [prompts[index] for index in prompt_indices]
-    rows = sample_responses(policy, layout, [item.prompt_ids for item in items], settings)
+    rows = sample_responses(policy, layout, [item.prompt_ids for item in items], settings, on_prompts)
     per_prompt = [row // settings.n for row in range(len(rows))]  # response → its prompt's slot
     return score_responses(
         tokenizer, layout, rows, [items[slot] for slot in per_prompt],

@@ -115,6 +115,8 @@ def test_pipeline_publishes_prefect_artifacts(first_run):
     assert table["type"] == "table" and "omni_r1-10" in json.dumps(table["data"])
     assert first_run[2]["parent_run_id"] in note["data"]
     assert "version 1" in note["data"]  # the toy promote stage registered a champion
+    summary = latest_artifact("run-summary")["data"]  # what `omni-r1 summary` prints after make run
+    assert "| omni_r1-10 |" in summary and "## Open next" in summary
 
 
 def test_flow_forms_refuse_unknown_fields_by_name():

@@ -10,6 +10,7 @@ from transformers import LogitsProcessorList
 
 from omni_r1.model.generation import (
     IMAGE_PLACEHOLDER_ID,
+    DecodeStepCounter,
     InterleavedLogitsProcessor,
     advance_state,
     decode_interleaved,
@@ -288,3 +289,18 @@ def test_processor_reused_across_generate_calls(tiny_chameleon):
     assert torch.isinf(scores[0, layout.boi_id])  # one image already: BOI refused
     again = processor(torch.tensor([[layout.bos_id, 90]]), torch.zeros(1, layout.vocab_size))
     assert torch.isfinite(again[0, layout.boi_id])
+
+
+def test_decode_step_counter_counts_new_tokens_and_changes_nothing(tiny_chameleon):
+    model, layout = tiny_chameleon.model, tiny_chameleon.layout
+    input_ids, attention_mask = _prompts(layout, batch=3, seed=4)
+    kwargs = dict(max_new_tokens=30, do_sample=True, temperature=1.0, top_p=0.95)
+    torch.manual_seed(7)
+    plain = generate_interleaved(model, layout, input_ids, attention_mask, **kwargs)
+    steps: list[int] = []
+    torch.manual_seed(7)
+    counted = generate_interleaved(
+        model, layout, input_ids, attention_mask, streamer=DecodeStepCounter(steps.append), **kwargs
+    )
+    assert torch.equal(plain, counted)  # same seed, same samples: the counter draws nothing
+    assert steps == list(range(1, counted.shape[1] - input_ids.shape[1] + 1))  # one call per new token

@@ -275,7 +275,8 @@ def test_probes_score_start_and_end_without_changing_the_run(tiny_builder, cfg, 
     probed_cfg = cfg.model_copy(update={"perpo": cfg.perpo.model_copy(update={"probe_prompts": 3})})
     torch.manual_seed(5)
     probed, _ = make_trainer(tiny_builder, probed_cfg, mixed=set())
-    probed.train(2, tmp_path / "a", save_steps=[])
+    probe_progress: list[tuple[str, int, int]] = []
+    probed.train(2, tmp_path / "a", save_steps=[], on_probe=lambda *done: probe_progress.append(done))
     torch.manual_seed(5)
     plain, _ = make_trainer(tiny_builder, cfg, mixed=set())
     plain.train(2, tmp_path / "b", save_steps=[])
@@ -287,6 +288,7 @@ def test_probes_score_start_and_end_without_changing_the_run(tiny_builder, cfg, 
     for a, b in zip(probed.policy.parameters(), plain.policy.parameters(), strict=True):
         assert torch.equal(a, b)
     assert set(probed.probes) == {"start", "end"} and not plain.probes
+    assert probe_progress[-1] == ("end", 3, 3) and ("start", 3, 3) in probe_progress
     fresh, _ = make_trainer(tiny_builder, probed_cfg, mixed=set())
     start_again = fresh.probe()
     for key in ("reward/mean", "reward/format", "response/length", "response/images"):
