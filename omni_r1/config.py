@@ -308,6 +308,8 @@ class IntervalsConfig(Section):
 
     resamples: PositiveInt
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)]
+    power: Annotated[float, Field(gt=0.0, lt=1.0)]
+    target_difference: Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class LlmJudgeConfig(Section):

@@ -30,6 +30,7 @@ from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
 from omni_r1.eval.fidelity import fidelity_metrics, row_fields, score_generations
 from omni_r1.eval.judges import Judge, JudgeItem, Verdict
+from omni_r1.eval.paired import accuracy_intervals
 from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
@@ -279,6 +280,7 @@ class EvalResult:
     verdicts: list[Verdict]
     rows: list[dict[str, Any]]
     metrics: dict[str, float]  # accuracy per slice + average
+    accuracy_intervals: dict[str, dict[str, Any]]  # slice/average → mean, low, high, items
     fidelity: dict[str, Any]  # the "fidelity" block of the metrics file (omni_r1.eval.fidelity)
     fidelity_scores: FidelityScores  # per generated image, with the executor's renderings
 
@@ -296,7 +298,8 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
         items: benchmark items (see :func:`load_bench`).
         cfg: ``eval`` (decoding, batch size), ``generation`` (budget, image cap, sampling),
             ``reward`` (perception score), ``executor``, ``fidelity``, ``intervals`` and
-            ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`).
+            ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`, and the
+            bootstrap intervals of the accuracies, :func:`omni_r1.eval.paired.accuracy_intervals`).
         judge: decides each prediction.
     """
     prompts = [
@@ -317,10 +320,12 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
     fidelity = score_generations(omni, items, generations, cfg)
     rows = prediction_rows(items, generations, verdicts, perception, codebook, row_fields(fidelity))
     slices = [i.slice_name for i in items]
-    metrics = slice_accuracy(slices, [v.correct for v in verdicts])
+    correct = [v.correct for v in verdicts]
+    intervals = accuracy_intervals(slices, correct, cfg.intervals.resamples, cfg.intervals.confidence, cfg.run.seed)
     return EvalResult(
-        list(items), generations, verdicts, rows, metrics, fidelity_metrics(slices, fidelity, cfg), fidelity
-    )
+        list(items), generations, verdicts, rows, slice_accuracy(slices, correct), intervals,
+        fidelity_metrics(slices, fidelity, cfg), fidelity,
+    )  # fmt: skip
 
 
 def write_predictions(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
