@@ -288,6 +288,7 @@ class EvalConfig(Section):
     dataset: str
     decoding: Literal["greedy", "sample"]
     batch_size: PositiveInt
+    kv_cache: Literal["static", "dynamic"]
     max_per_slice: Annotated[int, Field(ge=0)]
     predictions_dir: str
     gallery_dir: str

@@ -144,6 +144,21 @@ def decoding_kwargs(generation: GenerationConfig, decoding: str) -> dict[str, An
     raise ValueError(f"unknown decoding {decoding!r} (known: greedy, sample)")
 
 
+def cache_kwargs(kv_cache: str) -> dict[str, Any]:
+    """HF ``generate`` cache arguments.
+
+    ``static`` preallocates the KV cache for prompt + budget, so a decoding step writes into it
+    instead of concatenating every layer's keys and values (the same tokens; no
+    ``torch.compile``, which HF would otherwise switch on for a static cache on GPU);
+    ``dynamic`` is HF's growing cache.
+    """
+    if kv_cache == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    if kv_cache == "dynamic":
+        return {}
+    raise ValueError(f"unknown kv_cache {kv_cache!r} (known: static, dynamic)")
+
+
 @torch.no_grad()
 def generate_responses(
     omni: Any,
@@ -296,7 +311,7 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
     Args:
         omni: the model (``model``, ``tokenizer``, ``layout``).
         items: benchmark items (see :func:`load_bench`).
-        cfg: ``eval`` (decoding, batch size), ``generation`` (budget, image cap, sampling),
+        cfg: ``eval`` (decoding, batch size, KV cache), ``generation`` (budget, image cap, sampling),
             ``reward`` (perception score), ``executor``, ``fidelity``, ``intervals`` and
             ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`, and the
             bootstrap intervals of the accuracies, :func:`omni_r1.eval.paired.accuracy_intervals`).
@@ -307,7 +322,7 @@ def evaluate_items(omni: Any, items: Sequence[BenchItem], cfg: Config, judge: Ju
         for item in items
     ]  # [P_i] each
     generations = generate_responses(
-        omni, prompts, decoding_kwargs(cfg.generation, cfg.eval.decoding),
+        omni, prompts, {**decoding_kwargs(cfg.generation, cfg.eval.decoding), **cache_kwargs(cfg.eval.kv_cache)},
         cfg.generation.max_images_per_answer, cfg.eval.batch_size,
     )  # fmt: skip
     judged = [
