@@ -13,6 +13,10 @@ Table 4 (ablations, Omni-R1-Zero track): w/o PeRPO = the PeSFT-only checkpoint; 
 step k; w/o PeReward = the ``no_perception_<k>`` checkpoint (PeRPO without the perception
 reward), each with its gain over w/o PeRPO.
 
+Every accuracy cell shows its 95% bootstrap interval over items when the evaluation wrote one
+(the ``accuracy_interval`` block, :func:`omni_r1.eval.paired.accuracy_intervals`); the paired
+comparisons of checkpoints are :mod:`omni_r1.eval.comparisons`.
+
 Both tables carry, beside the accuracy, the functional-image fidelity of the checkpoint's
 generated images (:mod:`omni_r1.eval.fidelity`; not in the paper): the headline score over all
 scored images with its 95% bootstrap interval, the share of images that pass the threshold,
