@@ -310,6 +310,7 @@ class EvalConfig(Section):
     dataset: str
     decoding: Literal["greedy", "sample"]
     batch_size: PositiveInt
+    kv_cache: Literal["static", "dynamic"]
     max_per_slice: Annotated[int, Field(ge=0)]
     predictions_dir: str
     gallery_dir: str
@@ -330,6 +331,8 @@ class IntervalsConfig(Section):
 
     resamples: PositiveInt
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)]
+    power: Annotated[float, Field(gt=0.0, lt=1.0)]
+    target_difference: Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class LlmJudgeConfig(Section):

@@ -7,6 +7,7 @@ them. An evaluation also shows, beside a generated image, the executor's renderi
 same action and the image's fidelity scores (or why it was not scored). Images are
 embedded as base64 PNG data URIs and all text is HTML-escaped, so the page needs no other
 file and no network; it is logged to MLflow as one artifact.
+:func:`render_side_by_side_html` shows pairs of entries of the same question in two columns.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ code.action {{ background: #eef; padding: 0.1em 0.4em; }}
 figcaption {{ font-size: 0.8em; color: #555; }}
 p.fidelity {{ font-size: 0.9em; color: #335; }}
 .verdict-true {{ color: #070; }} .verdict-false {{ color: #a00; }}
+div.pair {{ display: flex; gap: 1.5em; align-items: flex-start; }}
+div.pair > div {{ flex: 1 1 0; min-width: 0; }}
 """
 
 
@@ -235,4 +238,30 @@ def render_gallery_html(entries: Sequence[GalleryEntry], title: str) -> str:
         f"<style>{_STYLE}</style></head>\n"
         f"<body><h1>{_text(title)}</h1>\n"
         f"<p>{len(entries)} trajectories.</p>\n{body}\n</body></html>\n"
+    )
+
+
+def render_side_by_side_html(
+    pairs: Sequence[tuple[GalleryEntry, GalleryEntry]], headings: tuple[str, str], title: str
+) -> str:
+    """One self-contained page showing two entries per row, left and right (e.g. two checkpoints).
+
+    Args:
+        pairs: (left, right) entries of the same question.
+        headings: the column headings, e.g. the two checkpoint names.
+        title: page title and heading (escaped).
+    """
+    rows = []
+    for index, (left, right) in enumerate(pairs, start=1):
+        columns = "".join(
+            f"<div><h3>{_text(heading)}</h3>{_render_entry(index, entry)}</div>"
+            for heading, entry in zip(headings, (left, right), strict=True)
+        )
+        rows.append(f'<div class="pair">{columns}</div>')
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
+        f"<style>{_STYLE}</style></head>\n"
+        f"<body><h1>{_text(title)}</h1>\n"
+        f"<p>{len(pairs)} questions, each answered by both.</p>\n" + "\n".join(rows) + "\n</body></html>\n"
     )

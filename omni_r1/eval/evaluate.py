@@ -30,6 +30,7 @@ from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
 from omni_r1.eval.fidelity import fidelity_metrics, row_fields, score_generations
 from omni_r1.eval.judges import Judge, JudgeItem, Verdict
+from omni_r1.eval.paired import accuracy_intervals
 from omni_r1.model.generation import (
     DecodeStepCounter,
     decode_interleaved,
@@ -146,6 +147,21 @@ def decoding_kwargs(generation: GenerationConfig, decoding: str) -> dict[str, An
     if decoding == "sample":
         return generation_kwargs(generation)
     raise ValueError(f"unknown decoding {decoding!r} (known: greedy, sample)")
+
+
+def cache_kwargs(kv_cache: str) -> dict[str, Any]:
+    """HF ``generate`` cache arguments.
+
+    ``static`` preallocates the KV cache for prompt + budget, so a decoding step writes into it
+    instead of concatenating every layer's keys and values (the same tokens; no
+    ``torch.compile``, which HF would otherwise switch on for a static cache on GPU);
+    ``dynamic`` is HF's growing cache.
+    """
+    if kv_cache == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    if kv_cache == "dynamic":
+        return {}
+    raise ValueError(f"unknown kv_cache {kv_cache!r} (known: static, dynamic)")
 
 
 @torch.no_grad()
@@ -291,6 +307,7 @@ class EvalResult:
     verdicts: list[Verdict]
     rows: list[dict[str, Any]]
     metrics: dict[str, float]  # accuracy per slice + average
+    accuracy_intervals: dict[str, dict[str, Any]]  # slice/average → mean, low, high, items
     fidelity: dict[str, Any]  # the "fidelity" block of the metrics file (omni_r1.eval.fidelity)
     fidelity_scores: FidelityScores  # per generated image, with the executor's renderings
 
@@ -313,9 +330,10 @@ def evaluate_items(
     Args:
         omni: the model (``model``, ``tokenizer``, ``layout``).
         items: benchmark items (see :func:`load_bench`).
-        cfg: ``eval`` (decoding, batch size), ``generation`` (budget, image cap, sampling),
+        cfg: ``eval`` (decoding, batch size, KV cache), ``generation`` (budget, image cap, sampling),
             ``reward`` (perception score), ``executor``, ``fidelity``, ``intervals`` and
-            ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`).
+            ``run.seed`` (functional-image fidelity, :mod:`omni_r1.eval.fidelity`, and the
+            bootstrap intervals of the accuracies, :func:`omni_r1.eval.paired.accuracy_intervals`).
         judge: decides each prediction.
         on_items: called with the number of items answered by each generate call (progress).
         on_tokens: called with the decoding step reached inside each generate call (progress).
@@ -325,7 +343,7 @@ def evaluate_items(
         for item in items
     ]  # [P_i] each
     generations = generate_responses(
-        omni, prompts, decoding_kwargs(cfg.generation, cfg.eval.decoding),
+        omni, prompts, {**decoding_kwargs(cfg.generation, cfg.eval.decoding), **cache_kwargs(cfg.eval.kv_cache)},
         cfg.generation.max_images_per_answer, cfg.eval.batch_size, on_items, on_tokens,
     )  # fmt: skip
     judged = [
@@ -338,10 +356,12 @@ def evaluate_items(
     fidelity = score_generations(omni, items, generations, cfg)
     rows = prediction_rows(items, generations, verdicts, perception, codebook, row_fields(fidelity))
     slices = [i.slice_name for i in items]
-    metrics = slice_accuracy(slices, [v.correct for v in verdicts])
+    correct = [v.correct for v in verdicts]
+    intervals = accuracy_intervals(slices, correct, cfg.intervals.resamples, cfg.intervals.confidence, cfg.run.seed)
     return EvalResult(
-        list(items), generations, verdicts, rows, metrics, fidelity_metrics(slices, fidelity, cfg), fidelity
-    )
+        list(items), generations, verdicts, rows, slice_accuracy(slices, correct), intervals,
+        fidelity_metrics(slices, fidelity, cfg), fidelity,
+    )  # fmt: skip
 
 
 def write_predictions(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:

@@ -13,6 +13,10 @@ Table 4 (ablations, Omni-R1-Zero track): w/o PeRPO = the PeSFT-only checkpoint; 
 step k; w/o PeReward = the ``no_perception_<k>`` checkpoint (PeRPO without the perception
 reward), each with its gain over w/o PeRPO.
 
+Every accuracy cell shows its 95% bootstrap interval over items when the evaluation wrote one
+(the ``accuracy_interval`` block, :func:`omni_r1.eval.paired.accuracy_intervals`); the paired
+comparisons of checkpoints are :mod:`omni_r1.eval.comparisons`.
+
 Both tables carry, beside the accuracy, the functional-image fidelity of the checkpoint's
 generated images (:mod:`omni_r1.eval.fidelity`; not in the paper): the headline score over all
 scored images with its 95% bootstrap interval, the share of images that pass the threshold,
@@ -43,6 +47,7 @@ from omni_r1.eval.checkpoints import (
     parse_metrics_name,
 )
 from omni_r1.eval.evaluate import AVERAGE_KEY
+from omni_r1.eval.paired import ACCURACY_INTERVAL_KEY
 
 SLICE_TITLES = {
     "natural": "Natural",
@@ -143,6 +148,15 @@ def _cell(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def accuracy_cell(metrics: Mapping[str, Any], group: str) -> str:
+    """``0.250 [0.125, 0.375]`` from the ``accuracy_interval`` block, the bare accuracy without one."""
+    block = metrics.get(ACCURACY_INTERVAL_KEY)
+    summary = block.get(group) if isinstance(block, Mapping) else None
+    if not isinstance(summary, Mapping) or summary.get("low") is None:
+        return _cell(metrics.get(group))
+    return f"{_cell(metrics.get(group))} [{_cell(summary['low'])}, {_cell(summary['high'])}]"
+
+
 def fidelity_summary(metrics: Mapping[str, Any], group: str = AVERAGE_KEY) -> dict[str, Any] | None:
     """The headline interval, pass share and image counts of one slice (or ``average``); None if absent."""
     block = metrics.get(FIDELITY_KEY)
@@ -172,7 +186,7 @@ def markdown_table(rows: Sequence[Row], gain_title: str) -> str:
     if not rows:
         lines.append("| (no evaluation yet) |" + " – |" * (len(header) - 1))
     for row in rows:
-        cells = [_cell(row.metrics.get(name)) for name in (*UNI_TASKS, AVERAGE_KEY)]
+        cells = [accuracy_cell(row.metrics, name) for name in (*UNI_TASKS, AVERAGE_KEY)]
         gain = "–" if row.gain is None else f"{100 * row.gain:+.1f}%"
         lines.append("| " + " | ".join([row.label, *cells, *fidelity_cells(row.metrics), gain]) + " |")
     return "\n".join(lines)
@@ -194,9 +208,18 @@ def fidelity_legend(results: Mapping[CheckpointRef, Mapping[str, Any]]) -> str:
 
 
 def report_markdown(
-    results: Mapping[CheckpointRef, Mapping[str, Any]], projection_png: str | None, plots: Sequence[str]
+    results: Mapping[CheckpointRef, Mapping[str, Any]],
+    projection_png: str | None,
+    plots: Sequence[str],
+    comparisons: str = "",
+    side_by_side: Sequence[str] = (),
 ) -> str:
-    """The whole report page: Table 2, Table 4, plots and projection references."""
+    """The whole report page: Table 2, Table 4, paired comparisons, plots and projection references.
+
+    Args:
+        comparisons: the paired-comparison section (:func:`omni_r1.eval.comparisons.comparisons_markdown`).
+        side_by_side: relative paths of the PeSFT-vs-PeRPO answer pages.
+    """
     base = base_ref(results)
     base_note = (
         "none evaluated" if base is None
@@ -205,7 +228,8 @@ def report_markdown(
     parts = [
         "# Omni-Bench report",
         "",
-        "Accuracy per slice; Avg is over all samples (slices weighted by their sample counts).",
+        "Accuracy per slice; Avg is over all samples (slices weighted by their sample counts). "
+        "Brackets: 95% percentile-bootstrap interval over items (seeded; `intervals` in params.yaml).",
         "",
         "## Table 2: main results",
         "",
@@ -226,6 +250,14 @@ def report_markdown(
         "Headline fidelity [95% bootstrap interval] of the generated images of each slice.",
         "",
         fidelity_slice_table(results),
+        "",
+        "## Paired comparisons on the same items",
+        "",
+        comparisons or "Not computed.",
+        "",
+        "## Same question, PeSFT and PeRPO side by side",
+        "",
+        *([f"- [{path}]({path})" for path in side_by_side] or ["No PeSFT/PeRPO pair evaluated."]),
         "",
         "## Plots data",
         "",

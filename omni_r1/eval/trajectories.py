@@ -22,7 +22,12 @@ import torch
 from PIL import Image
 
 from omni_r1.data.records import from_png
-from omni_r1.gallery import GalleryEntry, gallery_entry, render_gallery_html
+from omni_r1.gallery import (
+    GalleryEntry,
+    gallery_entry,
+    render_gallery_html,
+    render_side_by_side_html,
+)
 from omni_r1.rewards.fidelity import ImageStatus
 from omni_r1.trajectory import parse_trajectory
 
@@ -107,3 +112,41 @@ def render_checkpoint_gallery(
         for i in chosen
     ]
     return render_gallery_html(entries, title)
+
+
+def render_side_by_side(
+    rows_a: Sequence[dict[str, Any]],
+    rows_b: Sequence[dict[str, Any]],
+    input_pngs: dict[str, Sequence[bytes]],
+    decoders: tuple[Decoder | None, Decoder | None],
+    examples: int,
+    headings: tuple[str, str],
+    title: str,
+) -> str:
+    """The same questions answered by two checkpoints, side by side, spread over the slices.
+
+    Args:
+        rows_a, rows_b: predictions rows of checkpoint A (left) and B (right).
+        input_pngs: record id → its input images (PNG bytes).
+        decoders: codes → images for A and for B (None shows no generated image).
+        examples: questions on the page, taken from the records both answered (A's order).
+        headings: the column headings.
+        title: page title.
+
+    Raises:
+        KeyError: a shared record has no input images in ``input_pngs`` (names the record).
+    """
+    by_id_b = {row["record_id"]: row for row in rows_b}
+    shared = [row for row in rows_a if row["record_id"] in by_id_b]
+    chosen = spread_over_slices([row["slice"] for row in shared], examples)
+    pairs = []
+    for index in chosen:
+        row_a = shared[index]
+        record = row_a["record_id"]
+        if record not in input_pngs:
+            raise KeyError(f"record {record!r}: no input images among the benchmark records")
+        pairs.append(
+            (prediction_entry(row_a, input_pngs[record], decoders[0]),
+             prediction_entry(by_id_b[record], input_pngs[record], decoders[1]))
+        )  # fmt: skip
+    return render_side_by_side_html(pairs, headings, title)

@@ -20,7 +20,9 @@ What it does, for ``--track <t> --step <s>`` (step names in :mod:`omni_r1.eval.c
 6. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
    verdict, number of images, perception score, generated codes and their mean embedding,
    per-image fidelity), ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per
-   slice and the sample-weighted ``average``, and the ``fidelity`` block) and the trajectory
+   slice and the sample-weighted ``average``, the ``accuracy_interval`` block: each accuracy
+   with its seeded 95% bootstrap interval over items and its item count, and the ``fidelity``
+   block) and the trajectory
    gallery ``<eval.gallery_dir>/<track>_<step>.html`` (generated images beside the
    executor's renderings), and logs all three to MLflow.
 
@@ -46,6 +48,7 @@ from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
 from omni_r1.eval.fidelity import mlflow_fidelity_metrics
 from omni_r1.eval.judges import build_judge
+from omni_r1.eval.paired import ACCURACY_INTERVAL_KEY, mlflow_interval_metrics
 from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.model.images import decode_codes
 from omni_r1.tracking import log_dataset_manifest, stage_run
@@ -100,7 +103,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_file = {**result.metrics, "fidelity": result.fidelity}
+        metrics_file = {**result.metrics, ACCURACY_INTERVAL_KEY: result.accuracy_intervals, "fidelity": result.fidelity}
         metrics_path.write_text(json.dumps(metrics_file, indent=1) + "\n", encoding="utf-8")
         page = render_checkpoint_gallery(
             result.rows, [item.record.input_images for item in items], image_decoder(omni),
@@ -112,6 +115,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         gallery.write_text(page, encoding="utf-8")
 
         mlflow.log_metrics({f"omnibench.{key}": value for key, value in result.metrics.items()})
+        mlflow.log_metrics(mlflow_interval_metrics(result.accuracy_intervals))
         mlflow.log_metrics(mlflow_fidelity_metrics(result.fidelity))
         mlflow.log_metrics(
             {

@@ -131,3 +131,21 @@ def test_image_embedding_is_the_mean_codebook_vector() -> None:
     assert image_embedding(torch.empty(0, 2, dtype=torch.long), codebook) == []
     generation = Generation(torch.tensor([5, 2]), "Final Answer: x", torch.empty(0, 4, dtype=torch.long))
     assert generation.codes.numel() == 0
+
+
+def test_static_cache_and_batching_leave_greedy_answers_unchanged(bench_dirs, tiny_omni) -> None:
+    from omni_r1.eval.evaluate import cache_kwargs
+
+    items = load_bench(*bench_dirs, max_per_slice=0)
+    layout = tiny_omni.layout
+    prompts = [pack_prompt(i.prompt_trajectory(), layout, tiny_omni.tokenizer, i.input_codes) for i in items]
+    greedy = {"max_new_tokens": 48, "do_sample": False, "sequence_bias": {(layout.boi_id,): 5.0}}
+    one_by_one = generate_responses(tiny_omni, prompts, {**greedy, **cache_kwargs("dynamic")}, max_images=2, batch_size=1)
+    batched = generate_responses(tiny_omni, prompts, {**greedy, **cache_kwargs("static")}, max_images=2, batch_size=len(prompts))
+    assert len(prompts) == 8 and len({p.shape[0] for p in prompts}) > 1  # left padding is exercised
+    for alone, together in zip(one_by_one, batched, strict=True):
+        assert torch.equal(alone.response_ids[: together.response_ids.shape[0]], together.response_ids[: alone.response_ids.shape[0]])
+        assert (alone.text, alone.codes.tolist()) == (together.text, together.codes.tolist())
+    assert sum(g.codes.shape[0] for g in batched) > 0  # images were generated and compared too
+    with pytest.raises(ValueError, match="unknown kv_cache"):
+        cache_kwargs("paged")

@@ -147,3 +147,15 @@ def test_tables_carry_the_fidelity_column_and_series() -> None:
         (0, 0.25, None, 0.25, 0.125), (10, 0.5, None, 0.5, 0.25),
     ]  # fmt: skip
     assert fidelity_series(results, "omni_r1_zero") == []
+
+
+def test_accuracy_cells_carry_their_intervals() -> None:
+    from omni_r1.eval.report import accuracy_cell, markdown_table
+
+    with_interval = {**metrics(0.25), "accuracy_interval": {"natural": {"mean": 0.25, "low": 0.0, "high": 0.75, "items": 4},
+                                                            "average": {"mean": 0.25, "low": None, "high": None, "items": 0}}}
+    assert accuracy_cell(with_interval, "natural") == "0.250 [0.000, 0.750]"
+    assert accuracy_cell(with_interval, "average") == "0.250"  # no interval: the bare accuracy
+    assert accuracy_cell(metrics(0.5), "natural") == "0.500"  # an evaluation written before intervals
+    table = markdown_table(table2_rows({CheckpointRef("omni_r1", "pesft"): with_interval}), "Gain")
+    assert "| 0.250 [0.000, 0.750] | 0.250 |" in table

@@ -37,10 +37,19 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     out = evaluate.run(cfg, track=ref.track, step=ref.step)
     metrics = json.loads(out["metrics_path"].read_text())
     assert out["metrics_path"] == Path(cfg.paths.metrics_dir) / "omnibench_omni_r1_zero_no_perception_10.json"
-    assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average", "fidelity"}
+    assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average", "accuracy_interval",
+                            "fidelity"}
     rows = read_predictions(out["predictions"])
     assert len(rows) == 4
     assert metrics["average"] == sum(r["verdict"] for r in rows) / 4
+    intervals = metrics["accuracy_interval"]
+    assert [intervals[name]["items"] for name in ("natural", "structured", "diagrammatic", "vision_operational",
+                                                  "average")] == [1, 1, 1, 1, 4]  # fmt: skip
+    for name, summary in intervals.items():  # one item per slice: the interval is that item's verdict
+        assert summary["mean"] == metrics[name]
+        assert summary["low"] <= summary["mean"] <= summary["high"]
+        if summary["items"] == 1:
+            assert summary["low"] == summary["high"] == summary["mean"]
     fidelity = metrics["fidelity"]
     assert set(fidelity) == {"headline", "pass_threshold", "natural", "structured", "diagrammatic",
                              "vision_operational", "average"}
@@ -53,6 +62,7 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     )
     assert runs[0].data.tags["omni_r1.step"] == "no_perception_10"
     assert runs[0].data.metrics["omnibench.average"] == metrics["average"]
+    assert runs[0].data.metrics["omnibench_ci.average.high"] == intervals["average"]["high"]
     assert runs[0].data.metrics["fidelity.average.images.scored"] == fidelity["average"]["images"]["scored"]
     inputs = [(d.dataset.name, [t.value for t in d.tags]) for d in runs[0].inputs.dataset_inputs]
     assert inputs == [(cfg.eval.dataset, ["evaluation"])]  # the bench it read, as a run input
