@@ -103,6 +103,7 @@ class ModelConfig(Section):
     local_dir: str
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     vq_decoder_path: str | None
+    pretrained_config: dict[str, Any]
     tiny: TinyModelConfig
 
 
@@ -285,7 +286,12 @@ class EvalConfig(Section):
     """Omni-Bench evaluation of one checkpoint (omni_r1.eval; paper §5)."""
 
     dataset: str
-    decoding: Literal["greedy", "sample"]
+    prompt_template: Literal["ours", "official"]
+    decoding: Literal["interleaved", "text_only"]
+    sampling: Literal["greedy", "sample"]
+    temperature: Annotated[float, Field(gt=0.0)]
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_new_tokens: PositiveInt
     batch_size: PositiveInt
     max_per_slice: Annotated[int, Field(ge=0)]
     predictions_dir: str
@@ -401,10 +407,66 @@ def _describe(err: ValidationError, source: str) -> str:
 
 
 def validate(data: Mapping[str, Any], source: str = "params") -> Config:
+    """Validate keys and types, then the budgets that must agree across sections."""
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_describe(err, source)) from err
+    problems = budget_problems(cfg)
+    if problems:
+        lines = [f"{source}: {len(problems)} inconsistent budget(s)"] + [f"  {p}" for p in problems]
+        raise ConfigError("\n".join(lines))
+    return cfg
+
+
+def image_grid(model: ModelConfig) -> int | None:
+    """Codes per image side: the VQ resolution over its downsampling (2 per level after the first).
+
+    The tiny model's shape comes from ``model.tiny``; a pretrained one's from
+    ``model.pretrained_config.vq_config``; None when that is not in the config.
+    """
+    if model.source == "tiny":
+        return model.tiny.image_size // 2 ** (len(model.tiny.vq_channel_multiplier) - 1)
+    vq = model.pretrained_config.get("vq_config")
+    if not vq:
+        return None
+    return int(vq["resolution"]) // 2 ** (len(vq["channel_multiplier"]) - 1)
+
+
+def budget_problems(cfg: Config) -> list[str]:
+    """Token budgets that cannot hold the images they must hold, each naming its keys.
+
+    One image costs H·W codes + BOI + EOI. A budget that generates images (generation, PeRPO
+    responses, interleaved evaluation) must fit one; the packing length must fit the input
+    image plus ``generation.max_images_per_answer`` step images, the most a kept sample holds.
+    """
+    grid = image_grid(cfg.model)
+    if grid is None:
+        return []
+    image = grid * grid + 2
+    where = (
+        f"one image = {grid}x{grid} codes + BOI + EOI = {image} tokens "
+        f"(model.source={cfg.model.source})"
+    )
+    problems = []
+    generation = cfg.generation
+    if generation.max_images_per_answer > 0 and generation.max_new_tokens < image:
+        problems.append(f"generation.max_new_tokens={generation.max_new_tokens} < {where}")
+    if cfg.perpo.max_new_tokens < image:
+        problems.append(f"perpo.max_new_tokens={cfg.perpo.max_new_tokens} < {where}")
+    if cfg.eval.decoding == "interleaved" and cfg.eval.max_new_tokens < image:
+        problems.append(
+            f"eval.max_new_tokens={cfg.eval.max_new_tokens} < {where}; "
+            "eval.decoding=interleaved must be able to emit an image"
+        )
+    kept = (1 + generation.max_images_per_answer) * image
+    if cfg.packing.max_length < kept:
+        problems.append(
+            f"packing.max_length={cfg.packing.max_length} < {kept} tokens: the input image and "
+            f"generation.max_images_per_answer={generation.max_images_per_answer} step images, "
+            f"{where}"
+        )
+    return problems
 
 
 def load_config(

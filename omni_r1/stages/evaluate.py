@@ -8,15 +8,18 @@ What it does, for ``--track <t> --step <s>`` (step names in :mod:`omni_r1.eval.c
 2. builds each prompt with ``pack_prompt`` from the Omni-Bench record
    (``data/prepared/<eval.dataset>``) and the cached codes of its input images
    (``data/encoded/<eval.dataset>``);
-3. generates interleaved answers in batches (``generate_interleaved``; greedy by default,
-   ``eval.decoding: sample`` uses ``generation.temperature/top_p``; budget
-   ``generation.max_new_tokens``, at most ``generation.max_images_per_answer`` images);
+3. generates answers in batches under the protocol of ``eval``: prompt template
+   (``prompt_template``: ours | the released script's ``official`` wrapper), decoding
+   (``interleaved``: text and generated images, at most ``generation.max_images_per_answer``;
+   ``text_only``: image-token logits masked as stock vLLM/transformers do), sampling (greedy,
+   or ``temperature``/``top_p``) and budget ``max_new_tokens``;
 4. extracts the final answer and judges it (``judge.name``: the offline Appendix B verifier
    ``rule``, or the Appendix F ``llm`` judge);
 5. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
    verdict, number of images, perception score, generated codes and their mean embedding),
    ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per slice and the
-   sample-weighted ``average``) and the trajectory gallery
+   sample-weighted ``average``), ``<paths.metrics_dir>/protocol_<track>_<step>.json`` (the
+   protocol and judge those numbers were produced under) and the trajectory gallery
    ``<eval.gallery_dir>/<track>_<step>.html``, and logs all three to MLflow.
 
 Where it differs from the paper: the embedded default evaluates the tiny model on the
@@ -36,7 +39,7 @@ import torch
 
 from omni_r1.config import Config
 from omni_r1.eval.checkpoints import CheckpointRef
-from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
+from omni_r1.eval.evaluate import evaluate_items, load_bench, protocol_of, write_predictions
 from omni_r1.eval.judges import build_judge
 from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.model.images import decode_codes
@@ -85,6 +88,10 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(json.dumps(result.metrics, indent=1) + "\n", encoding="utf-8")
+        protocol = protocol_of(cfg.eval, cfg.judge.name)
+        protocol_path = metrics_path.with_name(f"protocol_{ref.name}.json")
+        protocol_path.write_text(json.dumps(protocol, indent=1) + "\n", encoding="utf-8")
+        mlflow.log_params({f"eval.protocol.{key}": value for key, value in protocol.items()})
         page = render_checkpoint_gallery(
             result.rows, [item.record.input_images for item in items], image_decoder(omni),
             cfg.eval.gallery_examples, title=f"Omni-Bench trajectories: {ref.track} step {ref.step}",
@@ -102,6 +109,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
             }
         )
         mlflow.log_artifact(str(metrics_path), "evaluation")
+        mlflow.log_artifact(str(protocol_path), "evaluation")
         mlflow.log_artifact(str(predictions), "evaluation")
         mlflow.log_artifact(str(gallery), "gallery")
     return {
