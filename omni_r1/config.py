@@ -286,6 +286,7 @@ class EvalConfig(Section):
     """Omni-Bench evaluation of one checkpoint (omni_r1.eval; paper §5)."""
 
     dataset: str
+    released_bench: str
     prompt_template: Literal["ours", "official"]
     decoding: Literal["interleaved", "text_only"]
     sampling: Literal["greedy", "sample"]

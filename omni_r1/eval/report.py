@@ -147,10 +147,33 @@ def markdown_table(rows: Sequence[Row], gain_title: str) -> str:
     return "\n".join(lines)
 
 
+PROTOCOL_KEYS = ("prompt_template", "decoding", "sampling", "temperature", "top_p", "max_new_tokens", "judge")
+
+
+def read_protocols(metrics_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """``<track>_<step>`` → the protocol of its numbers, from ``protocol_<track>_<step>.json``."""
+    return {
+        path.stem.removeprefix("protocol_"): json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(Path(metrics_dir).glob("protocol_*.json"))
+    }
+
+
+def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: one row per evaluated checkpoint with its prompt, decoding, sampling and judge."""
+    lines = ["| Checkpoint | " + " | ".join(PROTOCOL_KEYS) + " |", "|" + "---|" * (len(PROTOCOL_KEYS) + 1)]
+    for name, protocol in protocols.items():
+        cells = ["–" if protocol.get(key) is None else str(protocol[key]) for key in PROTOCOL_KEYS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report_markdown(
-    results: Mapping[CheckpointRef, Mapping[str, float]], projection_png: str | None, plots: Sequence[str]
+    results: Mapping[CheckpointRef, Mapping[str, float]],
+    projection_png: str | None,
+    plots: Sequence[str],
+    protocols: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """The whole report page: Table 2, Table 4, plots and projection references."""
+    """The whole report page: Table 2, Table 4, the protocol of every number, plots, projection."""
     base = base_ref(results)
     base_note = (
         "none evaluated" if base is None
@@ -172,6 +195,12 @@ def report_markdown(
         "Gain = relative change of Avg over w/o PeRPO.",
         "",
         markdown_table(table4_rows(results), "Gain vs w/o PeRPO"),
+        "",
+        "## Protocol of every number",
+        "",
+        "Prompt template, decoding, sampling, budget and judge each checkpoint was evaluated under.",
+        "",
+        protocol_table(protocols or {}),
         "",
         "## Plots data",
         "",

@@ -118,3 +118,95 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         "predictions": predictions,
         "gallery": gallery,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Any checkpoint (hub id or folder) on the released Omni-Bench: `omni-r1 evaluate --model ...`
+# ---------------------------------------------------------------------------------------------
+
+MODELS_DIR = "models"  # <paths.metrics_dir>/models/<name>.json
+MODELS_REPORT = "models.md"  # <report.out_dir>/models.md: one row per evaluated model
+
+
+def model_slug(model: str) -> str:
+    """A file-safe name for a hub id or a folder: ``ModalityDance/Omni-R1`` → ``ModalityDance--Omni-R1``."""
+    return "--".join(part for part in str(model).replace("\\", "/").split("/") if part not in ("", ".", ".."))
+
+
+def released_items(omni: Any, bench: str, on_bad_record: str, skipped: Any) -> list[Any]:
+    """Items of the released Omni-Bench (a local parquet file/folder, else a hub id) with codes."""
+    from omni_r1.data.records import from_png
+    from omni_r1.data.released_bench import hub_folder, read_released_bench
+    from omni_r1.eval.evaluate import BenchItem, slice_of
+    from omni_r1.model.images import encode_images
+
+    source = Path(bench) if Path(bench).exists() else hub_folder(bench)
+    items = []
+    for record in read_released_bench(source, on_bad_record, skipped):
+        codes = encode_images(omni, [from_png(png) for png in record.input_images])  # [n, H*W]
+        items.append(BenchItem(record, slice_of(record), tuple(codes)))
+    if not items:
+        raise ValueError(f"{source}: no Omni-Bench rows to evaluate (skipped: {dict(skipped)})")
+    return items
+
+
+def models_table(models_dir: Path) -> str:
+    """Markdown: one row per ``<models_dir>/*.json`` with its slices, average and protocol."""
+    from omni_r1.data.records import UNI_TASKS
+
+    header = ["Model", *UNI_TASKS, "unsliced", "Avg", "n", "template", "decoding", "sampling", "tokens", "judge"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for path in sorted(models_dir.glob("*.json")):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        metrics, protocol = entry["metrics"], entry["protocol"]
+        cells = [f"{metrics[k]:.3f}" if k in metrics else "–" for k in (*UNI_TASKS, "unsliced", "average")]
+        sampling = protocol["sampling"]
+        if sampling == "sample":
+            sampling = f"T {protocol['temperature']} / top-p {protocol['top_p']}"
+        lines.append(
+            "| " + " | ".join([entry["model"], *cells, str(entry["samples"]), protocol["prompt_template"],
+                               protocol["decoding"], sampling, str(protocol["max_new_tokens"]), protocol["judge"]]) + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_model(cfg: Config, model: str, bench: str, name: str | None = None) -> dict[str, Any]:
+    """Evaluate a hub id or checkpoint folder on the released Omni-Bench (Table 2's rows).
+
+    Writes ``<eval.predictions_dir>/model_<name>.parquet``, ``<paths.metrics_dir>/models/<name>.json``
+    (metrics, protocol, judge, skipped rows) and rewrites ``<report.out_dir>/models.md`` with a row
+    per evaluated model. ``name`` defaults to :func:`model_slug` of ``model``.
+    """
+    from collections import Counter
+
+    from omni_r1.model.loading import load_omni
+
+    name = name or model_slug(model)
+    tags = {"omni_r1.model": model, "omni_r1.judge": cfg.judge.name, "omni_r1.bench": bench}
+    with stage_run(cfg, "evaluate", run_name=f"evaluate-model-{name}", tags=tags):
+        torch.manual_seed(cfg.run.seed)
+        omni = load_omni(cfg, model_dir=model)
+        omni.model.eval()
+        skipped: Counter[str] = Counter()
+        items = released_items(omni, bench, cfg.data.on_bad_record, skipped)
+        result = evaluate_items(omni, items, cfg, build_judge(cfg.judge, cfg.reward))
+        predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"model_{name}.parquet")
+        entry = {
+            "model": model, "bench": bench, "metrics": result.metrics, "samples": len(items),
+            "skipped": dict(skipped), "protocol": protocol_of(cfg.eval, cfg.judge.name),
+        }  # fmt: skip
+        models_dir = Path(cfg.paths.metrics_dir) / MODELS_DIR
+        models_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = models_dir / f"{name}.json"
+        metrics_path.write_text(json.dumps(entry, indent=1) + "\n", encoding="utf-8")
+        report = Path(cfg.report.out_dir) / MODELS_REPORT
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(
+            "# Omni-Bench (released) by model\n\nAccuracy per slice; Avg over all samples.\n\n"
+            + models_table(models_dir) + "\n", encoding="utf-8",
+        )  # fmt: skip
+        mlflow.log_metrics({f"omnibench.{key}": value for key, value in result.metrics.items()})
+        mlflow.log_metrics({"omnibench.samples": float(len(items)), "omnibench.skipped": float(sum(skipped.values()))})
+        mlflow.log_artifact(str(metrics_path), "evaluation")
+        mlflow.log_artifact(str(predictions), "evaluation")
+    return {"metrics": result.metrics, "metrics_path": metrics_path, "predictions": predictions, "report": report}

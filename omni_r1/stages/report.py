@@ -37,6 +37,7 @@ from omni_r1.eval.projection import choose_projection, plot_projection, project
 from omni_r1.eval.report import (
     read_omnibench_metrics,
     read_perpo_metrics,
+    read_protocols,
     report_markdown,
     write_plots_data,
 )
@@ -72,7 +73,10 @@ def run(cfg: Config) -> dict[str, Any]:
         page.parent.mkdir(parents=True, exist_ok=True)
         relative_png = os.path.relpath(Path(projection).resolve(), page.parent.resolve())
         page.write_text(
-            report_markdown(results, str(relative_png), [os.path.relpath(p, page.parent) for p in plots]), encoding="utf-8"
+            report_markdown(
+                results, str(relative_png), [os.path.relpath(p, page.parent) for p in plots],
+                read_protocols(cfg.paths.metrics_dir),
+            ), encoding="utf-8"
         )
         mlflow.log_artifact(str(page), "report")
         mlflow.log_artifact(str(projection), "report")

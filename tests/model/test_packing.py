@@ -161,7 +161,12 @@ def test_left_pad_prompts(tiny_chameleon):
 
 
 def test_official_prompt_is_the_released_wrapper(tiny_chameleon) -> None:
-    from omni_r1.model.packing import OFFICIAL_PREFIX, OFFICIAL_SUFFIX, official_prompt_text, pack_official_prompt
+    from omni_r1.model.packing import (
+        OFFICIAL_PREFIX,
+        OFFICIAL_SUFFIX,
+        official_prompt_text,
+        pack_official_prompt,
+    )
 
     # the wrapper of the released vllm_eval.py (REFERENCE §8), written out in full
     assert OFFICIAL_PREFIX + "Q?" + OFFICIAL_SUFFIX == (
