@@ -227,6 +227,9 @@ class PesftConfig(Section):
     parse_eval_dataset: str
     parse_eval_prompts: PositiveInt
     parse_eval_batch_size: PositiveInt
+    strategy: Literal["ddp", "fsdp", "deepspeed_zero2"]
+    precision: Literal["auto", "bf16", "fp32"]
+    gradient_checkpointing: bool
 
 
 class BootstrapConfig(Section):

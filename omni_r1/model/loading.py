@@ -131,11 +131,15 @@ def load_vq_decoder(
     return None
 
 
-def save_omni(omni: OmniModel, out_dir: Path | str) -> Path:
-    """``save_pretrained`` for model and tokenizer, plus ``vq_decoder.safetensors`` when present."""
+def save_omni(omni: OmniModel, out_dir: Path | str, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """``save_pretrained`` for model and tokenizer, plus ``vq_decoder.safetensors`` when present.
+
+    ``state_dict``: the model's full weights when its parameters are sharded (FSDP), gathered
+    by the caller; None saves the parameters the model holds.
+    """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    omni.model.save_pretrained(folder)
+    omni.model.save_pretrained(folder, state_dict=None if state_dict is None else dict(state_dict))
     omni.tokenizer.save_pretrained(folder)
     if omni.vq_decoder is not None:
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in omni.vq_decoder.state_dict().items()}

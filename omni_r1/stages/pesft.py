@@ -60,6 +60,8 @@ from omni_r1.training.pesft import (
     PesftModel,
     build_projection,
     build_trainer,
+    decoder_layer_classes,
+    enable_gradient_checkpointing,
     greedy_parse_rate,
     is_main_process,
     load_packed_dataset,
@@ -131,12 +133,27 @@ def held_out_prompts(cfg: Config, omni: Any) -> list[Any]:
     return prompt_ids(records, read_codes(encoded_dir), encoded_dir, omni.layout, omni.tokenizer)
 
 
-def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path) -> None:
-    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history)."""
+def gathered_state(trainer: Any, strategy: str) -> dict[str, Any] | None:
+    """Under FSDP, the full ``PesftModel`` state dict (every rank must call; rank 0 gets it)."""
+    if strategy != "fsdp" or not trainer.is_fsdp_enabled:
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model)
+
+
+def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path, state: dict[str, Any] | None = None) -> None:
+    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history).
+
+    ``state``: the gathered ``PesftModel`` state dict when training was sharded (FSDP).
+    """
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    save_omni(omni, out_dir)
-    save_projection(projection, out_dir)
+    if state is None:
+        save_omni(omni, out_dir)
+        save_projection(projection, out_dir)
+    else:
+        save_omni(omni, out_dir, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        projection.load_state_dict({k.removeprefix("projection."): v for k, v in state.items() if k.startswith("projection.")})
+        save_projection(projection, out_dir)
     trainer.state.save_to_json(str(out_dir / TRAINER_STATE))
 
 
@@ -178,9 +195,11 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         resume = resumable_checkpoint(paths.resume, key)  # every rank resumes from the same one
         if main and resume is None:
             reset_resume_dir(paths.resume, key)
+        enable_gradient_checkpointing(pesft_model, cfg.pesft.strategy, cfg.pesft.gradient_checkpointing)
         args = training_arguments(
-            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=sys.stderr.isatty()
-        )
+            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=sys.stderr.isatty(),
+            wrap_classes=decoder_layer_classes(omni.model),
+        )  # fmt: skip
         trainer = build_trainer(
             pesft_model, data.sequences, args, pad_id=omni.layout.pad_id, tokenizer=omni.tokenizer,
             callbacks=[MlflowStepLogger()],
@@ -191,10 +210,13 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.perf_counter() - started
+        state = gathered_state(trainer, cfg.pesft.strategy)
         if not main:
             return {}
 
-        save_final(omni, projection, trainer, paths.out)
+        save_final(omni, projection, trainer, paths.out, state)
+        if state is not None:  # sharded parameters: generate from the saved, whole checkpoint
+            omni = load_omni(cfg, model_dir=paths.out)
         parse = greedy_parse_rate(
             omni.model, omni.layout, omni.tokenizer, held_out_prompts(cfg, omni),
             max_new_tokens=cfg.generation.max_new_tokens, max_images=cfg.generation.max_images_per_answer,
