@@ -163,6 +163,14 @@ def evaluate(
 
 
 @app.command()
+def plan(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
+    """Dry run: parameters, memory per rank for each strategy and GPU count, tokens and hours per stage."""
+    from omni_r1.planning import plan_text
+
+    typer.echo(plan_text(_load(params, overlay)))
+
+
+@app.command()
 def report(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Tables shaped like the paper's Tables 2 and 4, plots and projections."""
     _run_stage("report", _load(params, overlay))

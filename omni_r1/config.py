@@ -334,6 +334,17 @@ class ReportConfig(Section):
     projection_path: str
 
 
+class PlanConfig(Section):
+    """Assumptions of the dry-run planner (omni_r1.planning)."""
+
+    gpu_counts: list[PositiveInt]
+    gpu_memory_gib: Annotated[float, Field(gt=0.0)]
+    gpu_bf16_tflops: Annotated[float, Field(gt=0.0)]
+    mfu: Annotated[float, Field(gt=0.0, le=1.0)]
+    decode_mfu: Annotated[float, Field(gt=0.0, le=1.0)]
+    pesft_sequences: PositiveInt
+
+
 class PromoteConfig(Section):
     """Registry promotion of the best evaluated checkpoint (omni_r1.eval.promote)."""
 
@@ -365,6 +376,7 @@ class Config(Section):
     eval: EvalConfig
     judge: JudgeConfig
     report: ReportConfig
+    plan: PlanConfig
     promote: PromoteConfig
 
 
