@@ -162,6 +162,18 @@ def evaluate(
     _run_stage("evaluate", cfg, track=track, step=step)
 
 
+@app.command("general-bench")
+def general_bench(
+    model: Annotated[str, typer.Option(help="Hub id or checkpoint folder.")],
+    name: Annotated[str | None, typer.Option(help="The name of its outputs.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    overlay: OverlayOpt = None,
+) -> None:
+    """Table 3's general benchmarks (POPE F1, MME-P/R) of one model, as a Table 3-shaped report."""
+    result = _run_stage("general_bench", _load(params, overlay), model=model, label=name)
+    typer.echo(json.dumps(result["results"]))
+
+
 @app.command()
 def plan(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Dry run: parameters, memory per rank for each strategy and GPU count, tokens and hours per stage."""

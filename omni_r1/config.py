@@ -334,6 +334,13 @@ class ReportConfig(Section):
     projection_path: str
 
 
+class GeneralBenchConfig(Section):
+    """Table 3's general benchmarks (omni_r1.stages.general_bench)."""
+
+    benchmarks: dict[Literal["pope", "mme"], str]
+    max_items: Annotated[int, Field(ge=0)]
+
+
 class PlanConfig(Section):
     """Assumptions of the dry-run planner (omni_r1.planning)."""
 
@@ -376,6 +383,7 @@ class Config(Section):
     eval: EvalConfig
     judge: JudgeConfig
     report: ReportConfig
+    general_bench: GeneralBenchConfig
     plan: PlanConfig
     promote: PromoteConfig
 
