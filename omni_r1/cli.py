@@ -180,13 +180,51 @@ def _with_engine(cfg: Config, engine: str) -> Config:
 
 @app.command()
 def evaluate(
-    track: TrackOpt,
-    step: Annotated[str, typer.Option(help="PeRPO step, or 'pesft' for the PeSFT checkpoint.")],
+    track: Annotated[str | None, typer.Option("--track", "-t", help="Training track: omni_r1 | omni_r1_zero.")] = None,
+    step: Annotated[str | None, typer.Option(help="PeRPO step, or 'pesft' for the PeSFT checkpoint.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Hub id or checkpoint folder, evaluated on the released Omni-Bench.")
+    ] = None,
+    bench: Annotated[
+        str | None,
+        typer.Option(help="With --model: released Omni-Bench parquet file/folder or hub id (eval.released_bench)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="With --model: the name of its outputs.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     overlay: OverlayOpt = None,
 ) -> None:
-    """Evaluate one checkpoint on the Omni-Bench slices."""
-    _run_stage("evaluate", _load(params, overlay), subject=f"{track} step {step}", track=track, step=step)
+    """Evaluate one checkpoint on the Omni-Bench slices (--track/--step), or any model (--model)."""
+    cfg = _load(params, overlay)
+    if model is not None:
+        from omni_r1.stages.evaluate import run_model
+
+        result = run_model(cfg, model, bench or cfg.eval.released_bench, name)
+        typer.echo(json.dumps({k: str(v) for k, v in result.items() if k != "metrics"} | result["metrics"]))
+        return
+    if track is None or step is None:
+        console.print("[red]give --track and --step, or --model[/red]")
+        raise typer.Exit(2)
+    _run_stage("evaluate", cfg, subject=f"{track} step {step}", track=track, step=step)
+
+
+@app.command("general-bench")
+def general_bench(
+    model: Annotated[str, typer.Option(help="Hub id or checkpoint folder.")],
+    name: Annotated[str | None, typer.Option(help="The name of its outputs.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    overlay: OverlayOpt = None,
+) -> None:
+    """Table 3's general benchmarks (POPE F1, MME-P/R) of one model, as a Table 3-shaped report."""
+    result = _run_stage("general_bench", _load(params, overlay), subject=model, model=model, label=name)
+    typer.echo(json.dumps(result["results"]))
+
+
+@app.command()
+def plan(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
+    """Dry run: parameters, memory per rank for each strategy and GPU count, tokens and hours per stage."""
+    from omni_r1.planning import plan_text
+
+    typer.echo(plan_text(_load(params, overlay)))
 
 
 @app.command()

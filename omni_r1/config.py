@@ -104,6 +104,7 @@ class ModelConfig(Section):
     local_dir: str
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     vq_decoder_path: str | None
+    pretrained_config: dict[str, Any]
     tiny: TinyModelConfig
 
 
@@ -230,6 +231,9 @@ class PesftConfig(Section):
     parse_eval_dataset: str
     parse_eval_prompts: PositiveInt
     parse_eval_batch_size: PositiveInt
+    strategy: Literal["ddp", "fsdp", "deepspeed_zero2"]
+    precision: Literal["auto", "bf16", "fp32"]
+    gradient_checkpointing: bool
 
 
 class BootstrapConfig(Section):
@@ -308,7 +312,13 @@ class EvalConfig(Section):
     """Omni-Bench evaluation of one checkpoint (omni_r1.eval; paper §5)."""
 
     dataset: str
-    decoding: Literal["greedy", "sample"]
+    released_bench: str
+    prompt_template: Literal["ours", "official"]
+    decoding: Literal["interleaved", "text_only"]
+    sampling: Literal["greedy", "sample"]
+    temperature: Annotated[float, Field(gt=0.0)]
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)]
+    max_new_tokens: PositiveInt
     batch_size: PositiveInt
     kv_cache: Literal["static", "dynamic"]
     max_per_slice: Annotated[int, Field(ge=0)]
@@ -364,6 +374,24 @@ class ReportConfig(Section):
     plots_dir: str
     projection: Literal["auto", "pca", "umap"]
     projection_path: str
+
+
+class GeneralBenchConfig(Section):
+    """Table 3's general benchmarks (omni_r1.stages.general_bench)."""
+
+    benchmarks: dict[Literal["pope", "mme"], str]
+    max_items: Annotated[int, Field(ge=0)]
+
+
+class PlanConfig(Section):
+    """Assumptions of the dry-run planner (omni_r1.planning)."""
+
+    gpu_counts: list[PositiveInt]
+    gpu_memory_gib: Annotated[float, Field(gt=0.0)]
+    gpu_bf16_tflops: Annotated[float, Field(gt=0.0)]
+    mfu: Annotated[float, Field(gt=0.0, le=1.0)]
+    decode_mfu: Annotated[float, Field(gt=0.0, le=1.0)]
+    pesft_sequences: PositiveInt
 
 
 class PromoteConfig(Section):
@@ -439,6 +467,8 @@ class Config(Section):
     intervals: IntervalsConfig
     judge: JudgeConfig
     report: ReportConfig
+    general_bench: GeneralBenchConfig
+    plan: PlanConfig
     promote: PromoteConfig
     orchestration: OrchestrationConfig
     console: ConsoleConfig
@@ -451,37 +481,19 @@ class Config(Section):
 
 
 # The verl engine's limits, checked when params are loaded (omni_r1.verl reads them too).
-# Anole's VQGAN halves the image four times (channel multiplier [1, 1, 2, 2, 4]): 512 px → 32x32.
-ANOLE_DOWNSAMPLE = 16
 # verl's GRPO advantage divides by std_G + 1e-6 and has no key for it (core_algos).
 VERL_GRPO_EPSILON = 1e-6
-# Token per image besides its codes: BOI and EOI.
-IMAGE_MARKERS = 2
-
-
-def tokens_per_image(cfg: Config) -> int:
-    """Codebook tokens of one image as params.yaml describes the model (H·W)."""
-    if cfg.model.source == "tiny":
-        grid = cfg.model.tiny.image_size // 2 ** (len(cfg.model.tiny.vq_channel_multiplier) - 1)
-    else:
-        grid = cfg.executor.resolution // ANOLE_DOWNSAMPLE
-    return grid * grid
 
 
 def check_verl_settings(cfg: Config) -> None:
     """Refuse settings the verl engine (omni_r1.verl) cannot honour; each message names its key.
 
+    Response budgets are checked for every engine (:func:`budget_problems`).
+
     Raises:
-        ValueError: a response budget that cannot hold one image, a dual clip or advantage
-            epsilon verl has no key for, or a PPO mini-batch that does not split over the GPUs.
+        ValueError: a dual clip or advantage epsilon verl has no key for, a fidelity reward term
+            (local engine only), or a PPO mini-batch that does not split over the GPUs.
     """
-    one_image = tokens_per_image(cfg) + IMAGE_MARKERS
-    if cfg.generation.max_images_per_answer > 0 and cfg.perpo.max_new_tokens < one_image:
-        raise ValueError(
-            f"perpo.max_new_tokens: {cfg.perpo.max_new_tokens} tokens cannot hold one image "
-            f"(BOI + {tokens_per_image(cfg)} codes + EOI = {one_image}) with perpo.engine: verl; "
-            "raise it or set generation.max_images_per_answer: 0"
-        )
     if cfg.grpo.clip_ratio_c is None:
         raise ValueError("grpo.clip_ratio_c: null (no dual clip) has no verl equivalent; set a bound > 1")
     if not math.isclose(cfg.grpo.epsilon, VERL_GRPO_EPSILON):
@@ -547,10 +559,66 @@ def _describe(err: ValidationError, source: str) -> str:
 
 
 def validate(data: Mapping[str, Any], source: str = "params") -> Config:
+    """Validate keys and types, then the budgets that must agree across sections."""
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_describe(err, source)) from err
+    problems = budget_problems(cfg)
+    if problems:
+        lines = [f"{source}: {len(problems)} inconsistent budget(s)"] + [f"  {p}" for p in problems]
+        raise ConfigError("\n".join(lines))
+    return cfg
+
+
+def image_grid(model: ModelConfig) -> int | None:
+    """Codes per image side: the VQ resolution over its downsampling (2 per level after the first).
+
+    The tiny model's shape comes from ``model.tiny``; a pretrained one's from
+    ``model.pretrained_config.vq_config``; None when that is not in the config.
+    """
+    if model.source == "tiny":
+        return model.tiny.image_size // 2 ** (len(model.tiny.vq_channel_multiplier) - 1)
+    vq = model.pretrained_config.get("vq_config")
+    if not vq:
+        return None
+    return int(vq["resolution"]) // 2 ** (len(vq["channel_multiplier"]) - 1)
+
+
+def budget_problems(cfg: Config) -> list[str]:
+    """Token budgets that cannot hold the images they must hold, each naming its keys.
+
+    One image costs H·W codes + BOI + EOI. A budget that generates images (generation, PeRPO
+    responses, interleaved evaluation) must fit one; the packing length must fit the input
+    image plus ``generation.max_images_per_answer`` step images, the most a kept sample holds.
+    """
+    grid = image_grid(cfg.model)
+    if grid is None:
+        return []
+    image = grid * grid + 2
+    where = (
+        f"one image = {grid}x{grid} codes + BOI + EOI = {image} tokens "
+        f"(model.source={cfg.model.source})"
+    )
+    problems = []
+    generation = cfg.generation
+    if generation.max_images_per_answer > 0 and generation.max_new_tokens < image:
+        problems.append(f"generation.max_new_tokens={generation.max_new_tokens} < {where}")
+    if cfg.perpo.max_new_tokens < image:
+        problems.append(f"perpo.max_new_tokens={cfg.perpo.max_new_tokens} < {where}")
+    if cfg.eval.decoding == "interleaved" and cfg.eval.max_new_tokens < image:
+        problems.append(
+            f"eval.max_new_tokens={cfg.eval.max_new_tokens} < {where}; "
+            "eval.decoding=interleaved must be able to emit an image"
+        )
+    kept = (1 + generation.max_images_per_answer) * image
+    if cfg.packing.max_length < kept:
+        problems.append(
+            f"packing.max_length={cfg.packing.max_length} < {kept} tokens: the input image and "
+            f"generation.max_images_per_answer={generation.max_images_per_answer} step images, "
+            f"{where}"
+        )
+    return problems
 
 
 def load_config(

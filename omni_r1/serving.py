@@ -77,7 +77,7 @@ def answer_questions(
     omni: Any, cfg: Config, questions: Sequence[str], images: Sequence[Sequence[bytes]]
 ) -> list[dict[str, Any]]:
     """Greedy interleaved answers; one ``{"answer", "trajectory", "generated_images"}`` per question."""
-    from omni_r1.eval.evaluate import generate_responses
+    from omni_r1.eval.evaluate import decoding_kwargs, generate_responses
     from omni_r1.model.images import decode_codes, encode_images
     from omni_r1.model.packing import pack_prompt
     from omni_r1.rewards.accuracy import extract_final_answer
@@ -89,10 +89,10 @@ def answer_questions(
         codes = list(encode_images(omni, pictures)) if pictures else []  # [H*W] each
         trajectory = Trajectory(question=question, input_images=tuple(pictures), final_answer="")
         prompts.append(pack_prompt(trajectory, omni.layout, omni.tokenizer, codes))  # [P_i]
-    budget = {"max_new_tokens": cfg.generation.max_new_tokens, "do_sample": False}
     generations = generate_responses(
-        omni, prompts, budget, cfg.generation.max_images_per_answer, cfg.eval.batch_size
-    )
+        omni, prompts, decoding_kwargs(cfg.eval), cfg.generation.max_images_per_answer, cfg.eval.batch_size,
+        cfg.eval.decoding,
+    )  # fmt: skip
     rows = []
     for generation in generations:
         drawn = []

@@ -207,7 +207,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("omni_r1.model",),
     ("omni_r1.rewards",),
     ("omni_r1.training", "omni_r1.eval"),
-    ("omni_r1.verl", "omni_r1.serving"),
+    ("omni_r1.verl", "omni_r1.serving", "omni_r1.planning"),
     ("omni_r1.stages", "omni_r1.results"),
     ("omni_r1.cli",),
 )

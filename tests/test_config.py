@@ -171,3 +171,46 @@ def test_dvc_yaml_loops_over_the_config_tracks(repo_root: Path) -> None:
     loops += [resolved(stage["matrix"]["track"]) for stage in stages.values() if "track" in stage.get("matrix", {})]
     assert len(loops) >= 4  # pesft, perpo, evaluate_pesft, evaluate
     assert all(tuple(loop) == TRACKS for loop in loops)  # a dict loops over its keys
+
+
+def test_paper_overlay_budgets_hold_an_anole_image(repo_root: Path) -> None:
+    from omni_r1.config import image_grid
+
+    cfg = load_config(repo_root / "params.yaml", (repo_root / "params" / "paper.yaml",))
+    image = image_grid(cfg.model) ** 2 + 2
+    assert image == 32 * 32 + 2  # 512 px, four halvings
+    assert cfg.generation.max_new_tokens >= image and cfg.perpo.max_new_tokens >= image
+    assert cfg.packing.max_length >= (1 + cfg.generation.max_images_per_answer) * image
+    assert cfg.model.vq_decoder_path == "hf://GAIR/Anole-7b-v0.1/tokenizer/vqgan.ckpt"
+    assert cfg.judge.name == "llm"
+
+
+@pytest.mark.parametrize(
+    ("overlay", "keys"),
+    [
+        ({"generation": {"max_new_tokens": 512}}, ["generation.max_new_tokens=512 < one image = 32x32"]),
+        ({"perpo": {"max_new_tokens": 1025}}, ["perpo.max_new_tokens=1025"]),
+        ({"eval": {"decoding": "interleaved"}}, ["eval.max_new_tokens=1024", "eval.decoding=interleaved"]),
+        ({"packing": {"max_length": 4103}}, ["packing.max_length=4103 < 4104", "generation.max_images_per_answer=3"]),
+    ],
+)
+def test_inconsistent_budgets_are_named(repo_root: Path, tmp_path: Path, overlay: dict, keys: list[str]) -> None:
+    extra = _write(tmp_path / "o.yaml", overlay)
+    with pytest.raises(ConfigError, match="inconsistent budget") as err:
+        load_config(repo_root / "params.yaml", (repo_root / "params" / "paper.yaml", extra))
+    for key in keys:
+        assert key in str(err.value)
+
+
+def test_text_only_evaluation_may_keep_the_official_budget(repo_root: Path) -> None:
+    cfg = load_config(repo_root / "params.yaml", (repo_root / "params" / "paper.yaml",))
+    assert (cfg.eval.decoding, cfg.eval.max_new_tokens) == ("text_only", 1024)  # < 1026, no image needed
+
+
+def test_tiny_budget_uses_the_tiny_grid(repo_root: Path, tmp_path: Path) -> None:
+    # tiny default: 64 px, 3 halvings -> 8x8 = 64 codes, 66 tokens with BOI/EOI
+    extra = _write(tmp_path / "o.yaml", {"perpo": {"max_new_tokens": 65}})
+    with pytest.raises(ConfigError, match=r"perpo.max_new_tokens=65 < one image = 8x8 codes \+ BOI \+ EOI = 66"):
+        load_config(repo_root / "params.yaml", (extra,))
+    ok = _write(tmp_path / "ok.yaml", {"perpo": {"max_new_tokens": 66}})
+    assert load_config(repo_root / "params.yaml", (ok,)).perpo.max_new_tokens == 66

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from omni_r1.config import Config, GenerationConfig
+from omni_r1.config import Config, EvalConfig
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
@@ -35,10 +35,10 @@ from omni_r1.model.generation import (
     DecodeStepCounter,
     decode_interleaved,
     generate_interleaved,
-    generation_kwargs,
+    generate_text_only,
 )
 from omni_r1.model.layout import TokenLayout
-from omni_r1.model.packing import left_pad_prompts, pack_prompt
+from omni_r1.model.packing import build_prompt, left_pad_prompts, pack_official_prompt
 from omni_r1.rewards.accuracy import extract_final_answer
 from omni_r1.rewards.fidelity import FidelityScores
 from omni_r1.rewards.perception import perception_score
@@ -140,13 +140,31 @@ def load_bench(dataset_dir: Path | str, encoded_dir: Path | str, max_per_slice: 
     return items
 
 
-def decoding_kwargs(generation: GenerationConfig, decoding: str) -> dict[str, Any]:
-    """HF ``generate`` arguments: greedy, or the sampling settings of ``generation``."""
-    if decoding == "greedy":
-        return {"max_new_tokens": generation.max_new_tokens, "do_sample": False}
-    if decoding == "sample":
-        return generation_kwargs(generation)
-    raise ValueError(f"unknown decoding {decoding!r} (known: greedy, sample)")
+def decoding_kwargs(evaluation: EvalConfig) -> dict[str, Any]:
+    """HF ``generate`` arguments of ``eval.sampling``: greedy, or ``eval.temperature/top_p``."""
+    if evaluation.sampling == "greedy":
+        return {"max_new_tokens": evaluation.max_new_tokens, "do_sample": False}
+    if evaluation.sampling == "sample":
+        return {
+            "max_new_tokens": evaluation.max_new_tokens,
+            "do_sample": True,
+            "temperature": evaluation.temperature,
+            "top_p": evaluation.top_p,
+        }
+    raise ValueError(f"unknown sampling {evaluation.sampling!r} (known: greedy, sample)")
+
+
+def protocol_of(evaluation: EvalConfig, judge_name: str) -> dict[str, Any]:
+    """The evaluation protocol a number was produced under, as written beside it."""
+    return {
+        "prompt_template": evaluation.prompt_template,
+        "decoding": evaluation.decoding,
+        "sampling": evaluation.sampling,
+        "temperature": evaluation.temperature if evaluation.sampling == "sample" else None,
+        "top_p": evaluation.top_p if evaluation.sampling == "sample" else None,
+        "max_new_tokens": evaluation.max_new_tokens,
+        "judge": judge_name,
+    }
 
 
 def cache_kwargs(kv_cache: str) -> dict[str, Any]:
@@ -171,30 +189,40 @@ def generate_responses(
     generate_kwargs: dict[str, Any],
     max_images: int | None,
     batch_size: int,
+    decoding: str,
     on_items: Callable[[int], None] | None = None,
     on_tokens: Callable[[int], None] | None = None,
 ) -> list[Generation]:
-    """Interleaved generation for every prompt, ``batch_size`` prompts per call.
+    """Generation for every prompt, ``batch_size`` prompts per call.
 
     Args:
         omni: holds ``model``, ``tokenizer`` and ``layout``.
-        prompts: prompt ids [P_i] (from :func:`omni_r1.model.packing.pack_prompt`).
+        prompts: prompt ids [P_i] (from :func:`omni_r1.model.packing.build_prompt`).
         generate_kwargs: HF ``generate`` arguments (see :func:`decoding_kwargs`).
-        max_images: most images per answer.
+        max_images: most images per answer (interleaved only).
         batch_size: prompts per ``generate`` call (left-padded together).
         on_items: called with the number of prompts answered by each call (progress).
         on_tokens: called with the decoding step reached inside each call (progress).
+        decoding: ``interleaved`` (the grammar of :func:`generate_interleaved`) or ``text_only``
+            (image-token logits masked, :func:`generate_text_only`).
     """
+    if decoding not in ("interleaved", "text_only"):
+        raise ValueError(f"unknown decoding {decoding!r} (known: interleaved, text_only)")
     layout: TokenLayout = omni.layout
     device = next(omni.model.parameters()).device
     generations: list[Generation] = []
     for start in range(0, len(prompts), batch_size):
         input_ids, attention_mask = left_pad_prompts(prompts[start : start + batch_size], layout.pad_id)
-        sequences = generate_interleaved(
-            omni.model, layout, input_ids.to(device), attention_mask.to(device),
-            max_images=max_images, **generate_kwargs,
-            **({"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}),
-        )  # [b, P + N]  # fmt: skip
+        streamer = {"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}
+        if decoding == "interleaved":
+            sequences = generate_interleaved(
+                omni.model, layout, input_ids.to(device), attention_mask.to(device),
+                max_images=max_images, **generate_kwargs, **streamer,
+            )  # [b, P + N]  # fmt: skip
+        else:
+            sequences = generate_text_only(
+                omni.model, layout, input_ids.to(device), attention_mask.to(device), **generate_kwargs, **streamer
+            )  # [b, P + N]
         for row in sequences[:, input_ids.shape[1] :].cpu():  # [N]
             text, codes = decode_interleaved(omni.tokenizer, layout, row)
             generations.append(Generation(row, text, codes))
@@ -298,6 +326,18 @@ def prediction_rows(
     return rows
 
 
+def item_prompt(item: BenchItem, omni: Any, template: str) -> torch.Tensor:
+    """Prompt ids [P] of one item under ``eval.prompt_template``.
+
+    A record read from the released Omni-Bench keeps its question as published (``<image>``
+    placeholders included) in ``meta["official_question"]``; the official wrapper uses it.
+    """
+    official = item.record.meta.get("official_question")
+    if template == "official" and official:
+        return pack_official_prompt(official, omni.layout, omni.tokenizer, item.input_codes)
+    return build_prompt(template, item.prompt_trajectory(), omni.layout, omni.tokenizer, item.input_codes)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """What one evaluation produced."""
@@ -338,13 +378,10 @@ def evaluate_items(
         on_items: called with the number of items answered by each generate call (progress).
         on_tokens: called with the decoding step reached inside each generate call (progress).
     """
-    prompts = [
-        pack_prompt(item.prompt_trajectory(), omni.layout, omni.tokenizer, item.input_codes)
-        for item in items
-    ]  # [P_i] each
+    prompts = [item_prompt(item, omni, cfg.eval.prompt_template) for item in items]  # [P_i] each
     generations = generate_responses(
-        omni, prompts, {**decoding_kwargs(cfg.generation, cfg.eval.decoding), **cache_kwargs(cfg.eval.kv_cache)},
-        cfg.generation.max_images_per_answer, cfg.eval.batch_size, on_items, on_tokens,
+        omni, prompts, {**decoding_kwargs(cfg.eval), **cache_kwargs(cfg.eval.kv_cache)},
+        cfg.generation.max_images_per_answer, cfg.eval.batch_size, cfg.eval.decoding, on_items, on_tokens,
     )  # fmt: skip
     judged = [
         JudgeItem(gold=item.record.final_answer, response=g.text, choices=tuple(item.record.choices))

@@ -7,8 +7,8 @@
   Deterministic, offline: the embedded default.
 - ``llm`` — the paper's judge: an OpenAI-compatible chat endpoint (``judge.llm.base_url``,
   ``model``, API key read from the environment variable named by ``api_key_env``) is given
-  only the ground truth and the extracted model answer with the Appendix F instructions and
-  must reply exactly ``True`` or ``False``. Any other reply is a wrong answer and is counted
+  only the ground truth and the extracted model answer, with the system and user prompts of
+  Appendix F, Table 7, verbatim, and must reply exactly ``True`` or ``False``. Any other reply is a wrong answer and is counted
   as malformed. Transport errors, 429/5xx replies and timeouts are retried with exponential
   backoff; when retries run out the evaluation stops with :class:`JudgeError` rather than
   count an unjudged answer as wrong. Replies are cached on disk (sqlite, keyed by the gold
@@ -39,15 +39,28 @@ from omni_r1.rewards.registry import accuracy_grader
 
 TRUE_REPLY, FALSE_REPLY = "True", "False"
 
-JUDGE_INSTRUCTIONS = """You are grading the final answer of a model against the ground truth.
-Compare ONLY the ground truth and the model answer; ignore any reasoning.
-Rules:
-- Numbers are equal when their values are equal, regardless of formatting, thousands separators, trailing zeros or units (e.g. "5", "5.0", "5 cm").
-- A set or list of items is equal regardless of order.
-- Accepted aliases and synonyms of the same entity are equal (e.g. "NYC" and "New York City").
-- For multiple choice, the option letter, its ordinal ("the second option") and the option text are all the same answer.
-- If the model answer is ambiguous, hedges between several answers, or is empty, it is wrong.
-Reply with exactly one word: True if the model answer is correct, otherwise False."""
+JUDGE_SYSTEM_PROMPT = """You are a strict QA judge.
+Decide correctness by comparing ONLY the ground-truth answer and the model answer. The question may be multiple-choice or open-ended.
+OUTPUT:
+Return exactly one token with NO quotes/punctuation/spaces/code fences: True or False.
+GENERAL RULES:
+1) Judge factual/semantic equivalence; ignore phrasing, filler, or reasoning text. If the model’s final claim contradicts the ground truth or hedges without committing, return False.
+2) Numbers: allow formatting differences (1,000 vs 1000), scientific notation, or rounding that preserves the stated value. If units are present, require the same value after conversion; missing/extra incompatible units => False.
+3) Lists/sets: require the same items; order doesn’t matter. Missing or extra items => False.
+4) Spans/names: accept common synonyms and aliases that uniquely indicate the same entity.
+5) If ambiguous, empty, multiple conflicting answers, or cannot be judged, return False.
+SPECIAL RULES FOR MULTIPLE-CHOICE (only when options are provided below):
+A) Treat option LETTERS and their NUMERIC ORDINALS as equivalent (A=1, B=2, C=3, …), but ONLY within this question’s options.
+B) Treat the CORRECT OPTION’S FULL TEXT as equivalent to its letter and numeric index.
+Your final output must be only the single token: True or False."""
+
+# {ground_truth} / {model_answer} stand for the paper's "{Ground Truth}" / "{Model Answer}" slots.
+JUDGE_USER_TEMPLATE = """### Ground Truth
+{ground_truth}
+### Model Answer
+{model_answer}
+### Decision
+Return only one of: True, False."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +129,11 @@ def gold_for_judge(gold: str, choices: Sequence[str]) -> str:
 def judge_messages(gold: str, answer: str) -> list[dict[str, str]]:
     """Chat messages of one judgement: the instructions, then the pair to compare.
 
-    Paper Appendix F.
+    Paper Appendix F, Table 7 (verbatim).
     """
-    pair = f"Ground truth: {gold}\nModel answer: {answer}\nIs the model answer correct?"
+    pair = JUDGE_USER_TEMPLATE.format(ground_truth=gold, model_answer=answer)
     return [
-        {"role": "system", "content": JUDGE_INSTRUCTIONS},
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
         {"role": "user", "content": pair},
     ]
 

@@ -207,18 +207,41 @@ def fidelity_legend(results: Mapping[CheckpointRef, Mapping[str, Any]]) -> str:
     )
 
 
+PROTOCOL_KEYS = ("prompt_template", "decoding", "sampling", "temperature", "top_p", "max_new_tokens", "judge")
+
+
+def read_protocols(metrics_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """``<track>_<step>`` → the protocol of its numbers, from ``protocol_<track>_<step>.json``."""
+    return {
+        path.stem.removeprefix("protocol_"): json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(Path(metrics_dir).glob("protocol_*.json"))
+    }
+
+
+def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: one row per evaluated checkpoint with its prompt, decoding, sampling and judge."""
+    lines = ["| Checkpoint | " + " | ".join(PROTOCOL_KEYS) + " |", "|" + "---|" * (len(PROTOCOL_KEYS) + 1)]
+    for name, protocol in protocols.items():
+        cells = ["–" if protocol.get(key) is None else str(protocol[key]) for key in PROTOCOL_KEYS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report_markdown(
     results: Mapping[CheckpointRef, Mapping[str, Any]],
     projection_png: str | None,
     plots: Sequence[str],
     comparisons: str = "",
     side_by_side: Sequence[str] = (),
+    protocols: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """The whole report page: Table 2, Table 4, paired comparisons, plots and projection references.
+    """The whole report page: Table 2, Table 4, paired comparisons, the protocol of every number,
+    plots and projection references.
 
     Args:
         comparisons: the paired-comparison section (:func:`omni_r1.eval.comparisons.comparisons_markdown`).
         side_by_side: relative paths of the PeSFT-vs-PeRPO answer pages.
+        protocols: ``<track>_<step>`` → its evaluation protocol (:func:`read_protocols`).
     """
     base = base_ref(results)
     base_note = (
@@ -258,6 +281,12 @@ def report_markdown(
         "## Same question, PeSFT and PeRPO side by side",
         "",
         *([f"- [{path}]({path})" for path in side_by_side] or ["No PeSFT/PeRPO pair evaluated."]),
+        "",
+        "## Protocol of every number",
+        "",
+        "Prompt template, decoding, sampling, budget and judge each checkpoint was evaluated under.",
+        "",
+        protocol_table(protocols or {}),
         "",
         "## Plots data",
         "",

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from omni_r1.config import GenerationConfig
+from omni_r1.config import EvalConfig, GenerationConfig
 from omni_r1.eval.evaluate import decoding_kwargs, generate_responses
 from omni_r1.model.images import encode_images
 from omni_r1.model.packing import pack_prompt
@@ -73,27 +73,27 @@ class OmniR1VLM(_VLMEvalKitBase):
 
     INTERLEAVE = True
 
-    def __init__(self, omni: Any, generation: GenerationConfig, decoding: str, batch_size: int = 1):
+    def __init__(self, omni: Any, generation: GenerationConfig, evaluation: EvalConfig, batch_size: int = 1):
         """Args:
         omni: the loaded model (``model``, ``tokenizer``, ``layout``).
-        generation: budget, image cap and sampling settings (params.yaml ``generation``).
-        decoding: ``greedy`` or ``sample``.
+        generation: the image cap (params.yaml ``generation.max_images_per_answer``).
+        evaluation: decoding, sampling and budget (params.yaml ``eval``).
         """
         if _VLMEvalKitBase is not object:
             super().__init__()
         self.omni = omni
         self.generation = generation
-        self.decoding = decoding
+        self.evaluation = evaluation
         self.batch_size = batch_size
 
     @classmethod
     def from_params(cls, params: str | Path, model_dir: str | Path | None = None) -> OmniR1VLM:
-        """Load a checkpoint folder with the settings of a params file (``eval.decoding``)."""
+        """Load a checkpoint folder with the settings of a params file (``eval``)."""
         from omni_r1.config import load_config
         from omni_r1.model.loading import load_omni
 
         cfg = load_config(params)
-        return cls(load_omni(cfg, model_dir=model_dir), cfg.generation, cfg.eval.decoding)
+        return cls(load_omni(cfg, model_dir=model_dir), cfg.generation, cfg.eval)
 
     def prompt_ids(self, message: str | Sequence[dict[str, Any]]) -> torch.Tensor:
         """Message → prompt ids [P] (images → codes → BOI/codes/EOI; texts → question)."""
@@ -104,8 +104,8 @@ class OmniR1VLM(_VLMEvalKitBase):
 
     def generate_inner(self, message: str | Sequence[dict[str, Any]], dataset: str | None = None) -> str:
         generation = generate_responses(
-            self.omni, [self.prompt_ids(message)], decoding_kwargs(self.generation, self.decoding),
-            self.generation.max_images_per_answer, self.batch_size,
+            self.omni, [self.prompt_ids(message)], decoding_kwargs(self.evaluation),
+            self.generation.max_images_per_answer, self.batch_size, self.evaluation.decoding,
         )[0]  # fmt: skip
         answer = extract_final_answer(generation.text)
         return answer if answer is not None else generation.text.replace(IMAGE_SLOT, " ").strip()

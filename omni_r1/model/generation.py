@@ -245,6 +245,47 @@ def generate_interleaved(
     )
 
 
+class ImageTokenMask(LogitsProcessor):
+    """Stock Chameleon decoding: every image-token logit set to -inf, nothing else touched.
+
+    This is what upstream ``ChameleonForConditionalGeneration.forward`` and vLLM's Chameleon do,
+    so the released evaluation script decodes text only (REFERENCE §2, §8). BOI and EOI stay
+    allowed as ordinary tokens, as they are upstream.
+    """
+
+    def __init__(self, layout: TokenLayout) -> None:
+        self.layout = layout
+        self._blocked: torch.Tensor | None = None  # [V] bool
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._blocked is None or self._blocked.shape[0] != scores.shape[1]:
+            ids = torch.arange(scores.shape[1], device=scores.device)  # [V]
+            self._blocked = self.layout.is_image_token(ids)  # [V]
+        return scores.masked_fill(self._blocked, float("-inf"))  # [B, V]
+
+
+def generate_text_only(
+    model: Any,
+    layout: TokenLayout,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    **generate_kwargs: Any,
+) -> torch.Tensor:
+    """HF ``generate`` with image-token logits masked (:class:`ImageTokenMask`): [B, P + N].
+
+    The same sequences as the stock model gives, whether or not ``model`` was switched to keep
+    image logits by :func:`omni_r1.model.logits.with_image_logits`.
+    """
+    generate_kwargs.setdefault("eos_token_id", layout.eos_id)
+    generate_kwargs.setdefault("pad_token_id", layout.pad_id)
+    return model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        logits_processor=LogitsProcessorList([ImageTokenMask(layout)]),
+        **generate_kwargs,
+    )
+
+
 def generation_kwargs(section: Any) -> dict[str, Any]:
     """HF ``generate`` keyword arguments from the ``generation`` section of params.yaml.
 

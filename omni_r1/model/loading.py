@@ -4,11 +4,17 @@
 (``source: tiny``, written by the tokenizer stage), or an explicit ``model_dir`` (a fine-tuned
 checkpoint), then verifies the token layout (``TokenLayout.from_model``) and fails loudly when it
 does not hold. The VQ decoder, absent from HF checkpoints, is read from ``vq_decoder.safetensors``
-beside the weights, else from ``model.vq_decoder_path`` (Anole's ``vqgan.ckpt``), else it is None.
+beside the weights, else from ``model.vq_decoder_path`` (Anole's ``vqgan.ckpt``: a local file, or
+``hf://<owner>/<repo>/<file>`` fetched with ``huggingface_hub.hf_hub_download``), else it is None.
+
+Placement: on one process the model goes to ``run.device``. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+each process loads onto its own GPU, ``cuda:<LOCAL_RANK>``, never all onto the first one.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +38,37 @@ class OmniModel:
     vq_decoder: VQDecoder | None
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
+HUB_PREFIX = "hf://"
+
+
+def resolve_device(device: str, environ: Mapping[str, str] | None = None) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA device is ``cuda:<LOCAL_RANK>``.
+
+    Args:
+        device: ``run.device`` (``auto`` | ``cpu`` | ``cuda``).
+        environ: the process environment (``os.environ`` when None); torchrun sets ``LOCAL_RANK``.
+    """
+    env = os.environ if environ is None else environ
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return torch.device("cuda", int(env.get("LOCAL_RANK", "0")))
     return torch.device(device)
+
+
+def resolve_vq_decoder_path(spec: str | None) -> Path | None:
+    """``model.vq_decoder_path`` as a local file: ``hf://<owner>/<repo>/<file>`` is downloaded
+    (or read from the hub cache) with ``hf_hub_download``; a plain path is returned as it is."""
+    if spec is None:
+        return None
+    if not spec.startswith(HUB_PREFIX):
+        return Path(spec)
+    parts = spec[len(HUB_PREFIX) :].split("/", 2)
+    if len(parts) < 3 or not all(parts):
+        raise ValueError(f"model.vq_decoder_path {spec!r}: expected hf://<owner>/<repo>/<file>")
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id=f"{parts[0]}/{parts[1]}", filename=parts[2]))
 
 
 def model_source(cfg: Config, model_dir: Path | str | None = None) -> str:
@@ -67,7 +99,9 @@ def load_omni(cfg: Config, model_dir: Path | str | None = None) -> OmniModel:
     ).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     layout = verified_layout(model, tokenizer, source)
-    decoder = load_vq_decoder(model, [Path(source) / VQ_DECODER_FILE, cfg.model.vq_decoder_path])
+    beside = Path(source) / VQ_DECODER_FILE
+    configured = None if beside.is_file() else resolve_vq_decoder_path(cfg.model.vq_decoder_path)
+    decoder = load_vq_decoder(model, [beside, configured])
     return OmniModel(model=model, tokenizer=tokenizer, layout=layout, vq_decoder=decoder)
 
 
@@ -97,11 +131,15 @@ def load_vq_decoder(
     return None
 
 
-def save_omni(omni: OmniModel, out_dir: Path | str) -> Path:
-    """``save_pretrained`` for model and tokenizer, plus ``vq_decoder.safetensors`` when present."""
+def save_omni(omni: OmniModel, out_dir: Path | str, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """``save_pretrained`` for model and tokenizer, plus ``vq_decoder.safetensors`` when present.
+
+    ``state_dict``: the model's full weights when its parameters are sharded (FSDP), gathered
+    by the caller; None saves the parameters the model holds.
+    """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    omni.model.save_pretrained(folder)
+    omni.model.save_pretrained(folder, state_dict=None if state_dict is None else dict(state_dict))
     omni.tokenizer.save_pretrained(folder)
     if omni.vq_decoder is not None:
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in omni.vq_decoder.state_dict().items()}

@@ -49,6 +49,12 @@ from omni_r1.trajectory import (
 )
 
 IGNORE_INDEX = -100
+OFFICIAL_PREFIX = "You are a helpful assistant.\nUser: "
+OFFICIAL_SUFFIX = (
+    " Think with images first. The image reasoning process and the final answer are enclosed "
+    f"within {REASONING_OPEN} {REASONING_CLOSE} and {ANSWER_OPEN} {ANSWER_CLOSE} XML tags, "
+    "respectively.\nAssistant:"
+)
 INSTRUCTION = (
     "Think with images first. The image reasoning process and answer are enclosed within "
     f"{REASONING_OPEN} {REASONING_CLOSE} and {ANSWER_OPEN} {ANSWER_CLOSE} XML tags, respectively."
@@ -131,6 +137,54 @@ def pack_prompt_text(
     prompt, _ = _interleave(prompt_text, input_codes, layout, tokenizer, "prompt")
     instruction = _text_ids(tokenizer, f"\n{INSTRUCTION}\n")
     return torch.tensor([layout.bos_id, *prompt, *instruction], dtype=torch.long)
+
+
+def official_prompt_text(question: str, n_images: int) -> str:
+    """The released ``vllm_eval.py`` prompt: system line, user turn, instruction, ``Assistant:``.
+
+    ``<image>`` placeholders in the question are aligned to ``n_images`` as that script does:
+    one is put first when the question has none, missing ones are appended after the text,
+    extra ones are removed from the end (REFERENCE §8).
+    """
+    text = question.strip()
+    if n_images and IMAGE_SLOT not in text:
+        text = IMAGE_SLOT + text
+    placeholders = text.count(IMAGE_SLOT)
+    if placeholders < n_images:
+        text = text.rstrip() + " " + " ".join([IMAGE_SLOT] * (n_images - placeholders))
+    elif placeholders > n_images:
+        parts = text.split(IMAGE_SLOT)
+        text = parts[0] + "".join(IMAGE_SLOT + part for part in parts[1 : n_images + 1])
+        text += "".join(parts[n_images + 1 :])
+    return OFFICIAL_PREFIX + text + OFFICIAL_SUFFIX
+
+
+def official_question(traj: Trajectory) -> str:
+    """The question text with its lettered choices, without image slots (for the official wrapper)."""
+    return render_prompt(Trajectory(question=traj.question, choices=traj.choices, final_answer=""))
+
+
+def pack_official_prompt(
+    question: str, layout: TokenLayout, tokenizer: Any, input_codes: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """BOS + :func:`official_prompt_text` with each ``<image>`` → BOI + H·W codes + EOI: [P]."""
+    text = official_prompt_text(question, len(input_codes))
+    prompt, _ = _interleave(text, input_codes, layout, tokenizer, "prompt")
+    return torch.tensor([layout.bos_id, *prompt], dtype=torch.long)
+
+
+PROMPT_TEMPLATES = ("ours", "official")
+
+
+def build_prompt(
+    template: str, traj: Trajectory, layout: TokenLayout, tokenizer: Any, input_codes: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Prompt ids [P] under ``eval.prompt_template``: ``ours`` (:func:`pack_prompt`) or ``official``."""
+    if template == "ours":
+        return pack_prompt(traj, layout, tokenizer, input_codes)
+    if template == "official":
+        return pack_official_prompt(official_question(traj), layout, tokenizer, input_codes)
+    raise ValueError(f"unknown prompt template {template!r} (known: {', '.join(PROMPT_TEMPLATES)})")
 
 
 def _assistant_ids(

@@ -65,6 +65,8 @@ from omni_r1.training.pesft import (
     StepProgress,
     build_projection,
     build_trainer,
+    decoder_layer_classes,
+    enable_gradient_checkpointing,
     greedy_parse_rate,
     is_main_process,
     load_packed_dataset,
@@ -148,12 +150,27 @@ def timing_free_state(state: dict[str, Any]) -> str:
     return json.dumps(state, indent=2, sort_keys=True) + "\n"
 
 
-def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path) -> None:
-    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history, no timings)."""
+def gathered_state(trainer: Any, strategy: str) -> dict[str, Any] | None:
+    """Under FSDP, the full ``PesftModel`` state dict (every rank must call; rank 0 gets it)."""
+    if strategy != "fsdp" or not trainer.is_fsdp_enabled:
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model)
+
+
+def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path, state: dict[str, Any] | None = None) -> None:
+    """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history, no timings).
+
+    ``state``: the gathered ``PesftModel`` state dict when training was sharded (FSDP).
+    """
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    save_omni(omni, out_dir)
-    save_projection(projection, out_dir)
+    if state is None:
+        save_omni(omni, out_dir)
+        save_projection(projection, out_dir)
+    else:
+        save_omni(omni, out_dir, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        projection.load_state_dict({k.removeprefix("projection."): v for k, v in state.items() if k.startswith("projection.")})
+        save_projection(projection, out_dir)
     (out_dir / TRAINER_STATE).write_text(timing_free_state(dataclasses.asdict(trainer.state)), encoding="utf-8")
 
 
@@ -194,9 +211,11 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         resume = resumable_checkpoint(paths.resume, key)  # every rank resumes from the same one
         if main and resume is None:
             reset_resume_dir(paths.resume, key)
+        enable_gradient_checkpointing(pesft_model, cfg.pesft.strategy, cfg.pesft.gradient_checkpointing)
         args = training_arguments(
-            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=False
-        )  # progress through StepProgress, in a terminal and in logs alike
+            cfg.pesft, paths.resume, device=cfg.run.device, seed=cfg.run.seed, progress_bar=False,
+            wrap_classes=decoder_layer_classes(omni.model),
+        )  # fmt: skip  # progress through StepProgress, in a terminal and in logs alike
         trainer = build_trainer(
             pesft_model, data.sequences, args, pad_id=omni.layout.pad_id, tokenizer=omni.tokenizer,
             callbacks=[MlflowStepLogger(), StepProgress(f"pesft {track}", cfg.console.log_every_s)],
@@ -211,10 +230,13 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.perf_counter() - started
+        state = gathered_state(trainer, cfg.pesft.strategy)
         if not main:
             return {}
 
-        save_final(omni, projection, trainer, paths.out)
+        save_final(omni, projection, trainer, paths.out, state)
+        if state is not None:  # sharded parameters: generate from the saved, whole checkpoint
+            omni = load_omni(cfg, model_dir=paths.out)
         title = f"pesft {track} held-out parse check"
         with StageProgress(title, None, unit="decoding steps", every_s=cfg.console.log_every_s) as progress:
             parse = greedy_parse_rate(

@@ -58,6 +58,7 @@ from omni_r1.eval.projection import choose_projection, plot_projection, project
 from omni_r1.eval.report import (
     read_omnibench_metrics,
     read_perpo_metrics,
+    read_protocols,
     report_markdown,
     write_plots_data,
 )
@@ -152,6 +153,7 @@ def run(cfg: Config) -> dict[str, Any]:
             report_markdown(
                 results, str(relative_png), [os.path.relpath(p, page.parent) for p in plots],
                 comparisons_markdown(compared, cfg.intervals), [os.path.relpath(p, page.parent) for p in pages],
+                read_protocols(cfg.paths.metrics_dir),
             ),
             encoding="utf-8",
         )  # fmt: skip

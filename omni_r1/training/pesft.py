@@ -423,17 +423,100 @@ def use_cuda(device: str) -> bool:
     return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 
+def use_bf16(precision: str, cuda: bool) -> bool:
+    """``pesft.precision``: auto → bf16 on a CUDA device that supports it; bf16 / fp32 as named."""
+    if precision == "auto":
+        return cuda and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def deepspeed_zero2_config() -> dict[str, Any]:
+    """A DeepSpeed ZeRO-2 config for the HF integration (the official PeSFT run, REFERENCE §4).
+
+    Optimiser states and gradients are partitioned across ranks, parameters replicated. Batch
+    sizes, clipping and precision are ``"auto"``: the integration fills them from
+    ``TrainingArguments``, so ``pesft.*`` stays their only home.
+    """
+    return {
+        "zero_optimization": {
+            "stage": 2,
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "reduce_scatter": True,
+            "allgather_partitions": True,
+        },
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+    }
+
+
+def strategy_arguments(strategy: str, wrap_classes: Sequence[str], gradient_checkpointing: bool) -> dict[str, Any]:
+    """The ``TrainingArguments`` fields of ``pesft.strategy``.
+
+    - ``ddp``: none (Trainer sets up DDP from the torchrun environment).
+    - ``fsdp``: ``full_shard auto_wrap`` with one FSDP unit per decoder layer (``wrap_classes``,
+      the model's ``_no_split_modules``); ``use_orig_params`` because the frozen codebook and
+      the trained weights share the root unit. Gradient checkpointing is FSDP's activation
+      checkpointing.
+    - ``deepspeed_zero2``: :func:`deepspeed_zero2_config` (needs the ``deepspeed`` package).
+    """
+    if strategy == "ddp":
+        return {}
+    if strategy == "fsdp":
+        return {
+            "fsdp": "full_shard auto_wrap",
+            "fsdp_config": {
+                "transformer_layer_cls_to_wrap": list(wrap_classes),
+                "use_orig_params": True,
+                "activation_checkpointing": gradient_checkpointing,
+            },
+        }
+    if strategy == "deepspeed_zero2":
+        return {"deepspeed": deepspeed_zero2_config()}
+    raise ValueError(f"unknown pesft.strategy {strategy!r} (known: ddp, fsdp, deepspeed_zero2)")
+
+
+def decoder_layer_classes(model: nn.Module) -> tuple[str, ...]:
+    """Class names of the decoder layers (the FSDP units): ``ChameleonDecoderLayer``.
+
+    Not ``_no_split_modules`` as a whole: it also names the VQ model, whose frozen codebook
+    the perception loss reads outside the VQ model's forward, so it must stay in the root unit.
+    """
+    layers = model.model.layers if hasattr(model.model, "layers") else model.model.model.layers
+    return tuple(dict.fromkeys(type(layer).__name__ for layer in layers))
+
+
+def enable_gradient_checkpointing(pesft_model: PesftModel, strategy: str, enabled: bool) -> None:
+    """Recompute decoder layers in the backward pass (non-reentrant); under FSDP its own
+    activation checkpointing does it instead (:func:`strategy_arguments`)."""
+    if enabled and strategy != "fsdp":
+        pesft_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def training_arguments(
-    section: PesftConfig, output_dir: Path | str, *, device: str, seed: int, progress_bar: bool, **overrides: Any
+    section: PesftConfig,
+    output_dir: Path | str,
+    *,
+    device: str,
+    seed: int,
+    progress_bar: bool,
+    wrap_classes: Sequence[str] = (),
+    **overrides: Any,
 ) -> TrainingArguments:
     """HF ``TrainingArguments`` from the ``pesft`` section of params.yaml.
 
     Args:
-        section: ``cfg.pesft``.
+        section: ``cfg.pesft`` (optimiser, schedule, ``strategy``, ``precision``,
+            ``gradient_checkpointing``).
         output_dir: where Trainer writes its resumable ``checkpoint-<k>`` folders.
         device: ``cfg.run.device``.
         seed: ``cfg.run.seed`` (model init, data order).
         progress_bar: show Trainer's tqdm bar (in a terminal).
+        wrap_classes: decoder-layer class names, one FSDP unit each (``fsdp`` only).
         **overrides: further ``TrainingArguments`` fields (tests: ``optim``, ``max_steps``).
     """
     cuda = use_cuda(device)
@@ -451,7 +534,7 @@ def training_arguments(
         "save_strategy": "steps",
         "save_steps": section.save_steps,
         "save_total_limit": section.save_total_limit,
-        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "bf16": use_bf16(section.precision, cuda),
         "use_cpu": not cuda,
         "seed": seed,
         "data_seed": seed,
@@ -462,6 +545,7 @@ def training_arguments(
         "optim": "adamw_torch",
         "ddp_backend": None if cuda or world_size() == 1 else "gloo",
         "ddp_find_unused_parameters": False,  # every trainable parameter is in every forward
+        **strategy_arguments(section.strategy, wrap_classes, section.gradient_checkpointing),
     }
     values.update(overrides)
     return TrainingArguments(**values)

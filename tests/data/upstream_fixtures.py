@@ -207,3 +207,26 @@ def write_source(name: str, folder: Path, rows: list[dict[str, Any]]) -> Path:
     ordered = [{k: row[k] for k in features} for row in rows]
     Dataset.from_list(ordered, features=features).to_parquet(str(path))
     return path
+
+
+def write_all(root: Path, rows: int) -> dict[str, Path]:
+    """Every source under ``root/<name>/`` (Geometry3K with train and test splits) and the
+    released Omni-Bench parquet under ``root/omni-bench/``; returns the local paths."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from released_bench_fixtures import released_rows, write_bench
+
+    paths = {name: write_source(name, root / name, [layout[0](i) for i in range(rows)]).parent
+             for name, layout in LAYOUT.items()}  # fmt: skip
+    test = write_source("geometry3k", root / "geometry3k_test", [geometry3k_row(i) for i in range(100, 100 + rows)])
+    test.replace(paths["geometry3k"] / "test-00000-of-00001.parquet")
+    paths["omnibench_release"] = write_bench(root / "omni-bench" / "omni-bench.parquet", released_rows()).parent
+    return paths
+
+
+if __name__ == "__main__":  # python tests/data/upstream_fixtures.py <folder> [rows]: files for `make smoke-paper`
+    import sys
+
+    written = write_all(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 4)
+    print(json.dumps({name: str(path) for name, path in written.items()}))

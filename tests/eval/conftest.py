@@ -78,6 +78,7 @@ def eval_config(cfg: Any, tmp_path: Path, **eval_changes: Any) -> Any:
         "gallery_dir": str(tmp_path / "reports" / "gallery"),
         "batch_size": 4,
         "gallery_examples": 4,
+        "max_new_tokens": 40,
         **eval_changes,
     }
     return cfg.model_copy(

@@ -103,8 +103,8 @@ def test_generation_is_batch_invariant_and_images_carry_perception(bench_dirs, t
     layout = tiny_omni.layout
     prompts = [pack_prompt(i.prompt_trajectory(), layout, tiny_omni.tokenizer, i.input_codes) for i in items]
     kwargs = {"max_new_tokens": 40, "do_sample": False, "sequence_bias": {(layout.boi_id,): 30.0}}
-    batched = generate_responses(tiny_omni, prompts, kwargs, max_images=1, batch_size=4)
-    single = generate_responses(tiny_omni, prompts[:2], kwargs, max_images=1, batch_size=1)
+    batched = generate_responses(tiny_omni, prompts, kwargs, max_images=1, batch_size=4, decoding="interleaved")
+    single = generate_responses(tiny_omni, prompts[:2], kwargs, max_images=1, batch_size=1, decoding="interleaved")
     assert [g.text for g in single] == [g.text for g in batched[:2]]
     assert all(g.codes.shape == (1, layout.tokens_per_image) for g in batched)  # BOI favoured, cap 1
     codebook = tiny_omni.model.model.vqmodel.quantize.embedding.weight
@@ -140,8 +140,8 @@ def test_static_cache_and_batching_leave_greedy_answers_unchanged(bench_dirs, ti
     layout = tiny_omni.layout
     prompts = [pack_prompt(i.prompt_trajectory(), layout, tiny_omni.tokenizer, i.input_codes) for i in items]
     greedy = {"max_new_tokens": 48, "do_sample": False, "sequence_bias": {(layout.boi_id,): 5.0}}
-    one_by_one = generate_responses(tiny_omni, prompts, {**greedy, **cache_kwargs("dynamic")}, max_images=2, batch_size=1)
-    batched = generate_responses(tiny_omni, prompts, {**greedy, **cache_kwargs("static")}, max_images=2, batch_size=len(prompts))
+    one_by_one = generate_responses(tiny_omni, prompts, {**greedy, **cache_kwargs("dynamic")}, max_images=2, batch_size=1, decoding="interleaved")
+    batched = generate_responses(tiny_omni, prompts, {**greedy, **cache_kwargs("static")}, max_images=2, batch_size=len(prompts), decoding="interleaved")
     assert len(prompts) == 8 and len({p.shape[0] for p in prompts}) > 1  # left padding is exercised
     for alone, together in zip(one_by_one, batched, strict=True):
         assert torch.equal(alone.response_ids[: together.response_ids.shape[0]], together.response_ids[: alone.response_ids.shape[0]])

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from omni_r1.eval.judges import (
-    JUDGE_INSTRUCTIONS,
+    JUDGE_SYSTEM_PROMPT,
+    JUDGE_USER_TEMPLATE,
     JudgeCache,
     JudgeError,
     JudgeItem,
@@ -141,9 +142,9 @@ def test_prompt_compares_only_gold_and_answer_with_options_for_choices(cfg, endp
     assert len(script.requests) == 2
     request = script.requests[0]
     assert request["path"] == "/v1/chat/completions" and request["model"] == "judge-test"
-    assert request["messages"][0]["content"] == JUDGE_INSTRUCTIONS
+    assert request["messages"][0]["content"] == JUDGE_SYSTEM_PROMPT
     users = sorted(r["messages"][1]["content"] for r in script.requests)
-    assert "Ground truth: 42\nModel answer: 42 apples" in users[0]
+    assert users[0] == JUDGE_USER_TEMPLATE.format(ground_truth="42", model_answer="42 apples")
     assert gold_for_judge("B", ("red", "blue")) in users[1] and "(B) blue" in users[1]
     assert "count." not in " ".join(users)  # the reasoning is not shown
 
@@ -197,3 +198,37 @@ def test_cache_makes_a_rerun_free_and_is_keyed_by_model(cfg, endpoint, tmp_path)
     assert cache.get("42", "42 apples", "another-model") is None
     llm_judge(settings.model_copy(update={"model": "another-model"}))(ITEMS[:1])
     assert len(script.requests) == 3
+
+
+# Appendix F, Table 7 of the paper (arXiv 2601.09536), typed out from the paper.
+PAPER_SYSTEM_PROMPT = (
+    "You are a strict QA judge.\n"
+    "Decide correctness by comparing ONLY the ground-truth answer and the model answer. "
+    "The question may be multiple-choice or open-ended.\n"
+    "OUTPUT:\n"
+    "Return exactly one token with NO quotes/punctuation/spaces/code fences: True or False.\n"
+    "GENERAL RULES:\n"
+    "1) Judge factual/semantic equivalence; ignore phrasing, filler, or reasoning text. If the model\u2019s "
+    "final claim contradicts the ground truth or hedges without committing, return False.\n"
+    "2) Numbers: allow formatting differences (1,000 vs 1000), scientific notation, or rounding that "
+    "preserves the stated value. If units are present, require the same value after conversion; "
+    "missing/extra incompatible units => False.\n"
+    "3) Lists/sets: require the same items; order doesn\u2019t matter. Missing or extra items => False.\n"
+    "4) Spans/names: accept common synonyms and aliases that uniquely indicate the same entity.\n"
+    "5) If ambiguous, empty, multiple conflicting answers, or cannot be judged, return False.\n"
+    "SPECIAL RULES FOR MULTIPLE-CHOICE (only when options are provided below):\n"
+    "A) Treat option LETTERS and their NUMERIC ORDINALS as equivalent (A=1, B=2, C=3, \u2026), but ONLY "
+    "within this question\u2019s options.\n"
+    "B) Treat the CORRECT OPTION\u2019S FULL TEXT as equivalent to its letter and numeric index.\n"
+    "Your final output must be only the single token: True or False."
+)
+PAPER_USER_PROMPT = (
+    "### Ground Truth\n{Ground Truth}\n### Model Answer\n{Model Answer}\n### Decision\n"
+    "Return only one of: True, False."
+)
+
+
+def test_judge_prompts_are_table_7_verbatim() -> None:
+    assert JUDGE_SYSTEM_PROMPT == PAPER_SYSTEM_PROMPT
+    filled = JUDGE_USER_TEMPLATE.format(ground_truth="5 cm", model_answer="{5}")
+    assert filled == PAPER_USER_PROMPT.replace("{Ground Truth}", "5 cm").replace("{Model Answer}", "{5}")

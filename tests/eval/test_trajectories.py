@@ -41,7 +41,7 @@ def gallery_html(bench_dirs, tiny_omni, cfg) -> str:
     boi = tiny_omni.layout.boi_id
     kwargs = {"max_new_tokens": 40, "do_sample": False, "sequence_bias": {(boi,): 30.0}}  # draw an image
     prompts = [pack_prompt(i.prompt_trajectory(), tiny_omni.layout, tiny_omni.tokenizer, i.input_codes) for i in items]
-    generations = generate_responses(tiny_omni, prompts, kwargs, max_images=1, batch_size=4)
+    generations = generate_responses(tiny_omni, prompts, kwargs, max_images=1, batch_size=4, decoding="interleaved")
     judge = build_judge(cfg.judge, cfg.reward)
     verdicts = judge([JudgeItem(i.record.final_answer, g.text) for i, g in zip(items, generations, strict=True)])
     codebook = codebook_of(tiny_omni)

@@ -36,7 +36,7 @@ def test_split_message_keeps_image_order_and_joins_text(message) -> None:
 
 
 def test_prompt_ids_hold_the_image_codes_and_the_text(message, tiny_omni, cfg) -> None:
-    adapter = OmniR1VLM(tiny_omni, cfg.generation.model_copy(update={"max_new_tokens": 30}), cfg.eval.decoding)
+    adapter = OmniR1VLM(tiny_omni, cfg.generation, cfg.eval.model_copy(update={"max_new_tokens": 30}))
     ids = adapter.prompt_ids(message)  # [P]
     images, text = split_message(message)
     codes = encode_images(tiny_omni, images)  # [2, H*W]
@@ -53,12 +53,12 @@ def test_prompt_ids_hold_the_image_codes_and_the_text(message, tiny_omni, cfg) -
 
 
 def test_generate_returns_the_final_answer_string(message, tiny_omni, cfg) -> None:
-    generation = cfg.generation.model_copy(update={"max_new_tokens": 30})
-    adapter = OmniR1VLM(tiny_omni, generation, "greedy")
+    evaluation = cfg.eval.model_copy(update={"max_new_tokens": 30, "sampling": "greedy"})
+    adapter = OmniR1VLM(tiny_omni, cfg.generation, evaluation)
     answer = adapter.generate(message, dataset="MME")
     assert isinstance(answer, str)
     reference = generate_responses(
-        tiny_omni, [adapter.prompt_ids(message)], decoding_kwargs(generation, "greedy"), generation.max_images_per_answer, 1
+        tiny_omni, [adapter.prompt_ids(message)], decoding_kwargs(evaluation), cfg.generation.max_images_per_answer, 1, evaluation.decoding
     )[0].text  # fmt: skip
     extracted = extract_final_answer(reference)
     assert answer == (extracted if extracted is not None else reference.replace("<image>", " ").strip())

@@ -304,3 +304,28 @@ def test_decode_step_counter_counts_new_tokens_and_changes_nothing(tiny_chameleo
     )
     assert torch.equal(plain, counted)  # same seed, same samples: the counter draws nothing
     assert steps == list(range(1, counted.shape[1] - input_ids.shape[1] + 1))  # one call per new token
+
+
+def test_text_only_equals_the_stock_model_and_never_emits_an_image_token(tiny_chameleon) -> None:
+    """text_only decoding = upstream Chameleon (image logits at the dtype minimum), greedy."""
+    from omni_r1.model.generation import generate_text_only
+
+    model, layout = tiny_chameleon.model, tiny_chameleon.layout
+    prompt = torch.tensor([[layout.bos_id, 40, 41, 42]])  # [1, 4]
+    kwargs = {"max_new_tokens": 12, "do_sample": False, "eos_token_id": layout.eos_id, "pad_token_id": layout.pad_id}
+    # a strong bias towards an image token: the mask must still keep it out
+    image_token = int(layout.codes_to_ids(torch.tensor([0]))[0])
+    biased = {**kwargs, "sequence_bias": {(image_token,): 50.0}}
+    with_image_logits(model)  # even a model switched to keep image logits decodes text only
+    ours = generate_text_only(model, layout, prompt, torch.ones_like(prompt), **biased)  # [1, 4 + N]
+    assert not bool(layout.is_image_token(ours[0, 4:]).any())
+    unbiased = generate_text_only(model, layout, prompt, torch.ones_like(prompt), **kwargs)
+    # the reference: image-token logits forced to the minimum by hand, step by step
+    ids = prompt.clone()
+    for _ in range(unbiased.shape[1] - 4):
+        logits = model(input_ids=ids).logits[:, -1].float()  # [1, V]
+        logits[:, layout.is_image_token(torch.arange(logits.shape[1]))] = float("-inf")
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+        if int(ids[0, -1]) == layout.eos_id:
+            break
+    assert torch.equal(unbiased[0, : ids.shape[1]], ids[0])

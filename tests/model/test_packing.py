@@ -158,3 +158,34 @@ def test_left_pad_prompts(tiny_chameleon):
     input_ids, attention_mask = left_pad_prompts(prompts, layout.pad_id)
     assert input_ids.tolist() == [[0, 80, 81], [layout.pad_id, 0, 90]]
     assert attention_mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+
+
+def test_official_prompt_is_the_released_wrapper(tiny_chameleon) -> None:
+    from omni_r1.model.packing import (
+        OFFICIAL_PREFIX,
+        OFFICIAL_SUFFIX,
+        official_prompt_text,
+        pack_official_prompt,
+    )
+
+    # the wrapper of the released vllm_eval.py (REFERENCE §8), written out in full
+    assert OFFICIAL_PREFIX + "Q?" + OFFICIAL_SUFFIX == (
+        "You are a helpful assistant.\nUser: Q? Think with images first. The image reasoning process and the "
+        "final answer are enclosed within <reserved12856> <reserved12857> and <reserved12866> <reserved12867> "
+        "XML tags, respectively.\nAssistant:"
+    )
+    # placeholder alignment: one put first, missing ones appended, extra ones dropped
+    assert official_prompt_text("Q?", 1) == OFFICIAL_PREFIX + "<image>Q?" + OFFICIAL_SUFFIX
+    assert official_prompt_text("<image> a <image> b", 3) == OFFICIAL_PREFIX + "<image> a <image> b <image>" + OFFICIAL_SUFFIX
+    assert official_prompt_text("<image> a <image> b", 1) == OFFICIAL_PREFIX + "<image> a  b" + OFFICIAL_SUFFIX
+    assert official_prompt_text("<image> a", 0) == OFFICIAL_PREFIX + " a" + OFFICIAL_SUFFIX
+    layout, tokenizer = tiny_chameleon.layout, tiny_chameleon.tokenizer
+    codes = torch.arange(layout.tokens_per_image)  # [H*W]
+    ids = pack_official_prompt("What is shown?", layout, tokenizer, [codes])  # [P]
+    assert int(ids[0]) == layout.bos_id
+    boi = int((ids == layout.boi_id).nonzero()[0])
+    assert torch.equal(ids[boi + 1 : boi + 1 + layout.tokens_per_image], layout.codes_to_ids(codes))
+    assert int(ids[boi + 1 + layout.tokens_per_image]) == layout.eoi_id
+    assert tokenizer.decode(ids[1:boi].tolist()) == OFFICIAL_PREFIX
+    tail = tokenizer.decode(ids[boi + 2 + layout.tokens_per_image :].tolist())
+    assert tail == "What is shown?" + OFFICIAL_SUFFIX

@@ -60,7 +60,10 @@ def make_trainer(cfg: Any, tiny: Any, model: PesftModel, sequences: list, out: P
         "save_steps": overrides.pop("save_steps", 1000),
         "lr_scheduler": "linear",
     })  # fmt: skip
-    args = training_arguments(section, out, device="cpu", seed=0, progress_bar=False, **overrides)
+    args = training_arguments(
+        section, out, device="cpu", seed=0, progress_bar=False,
+        wrap_classes=overrides.pop("wrap_classes", ()), **overrides,
+    )  # fmt: skip
     return build_trainer(model, sequences, args, pad_id=tiny.layout.pad_id, tokenizer=tiny.tokenizer, callbacks=callbacks)
 
 
@@ -257,3 +260,55 @@ def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monke
 
     assert inputs("bootstrap") == {(cfg.bootstrap.source, "bootstrap_source"), ("zero_bootstrap", "bootstrap")}
     assert inputs("pesft-omni_r1_zero") == {("zero_bootstrap", "training"), ("omnibench", "evaluation")}
+
+
+def test_strategy_arguments_reach_trainer(cfg, tiny_builder, tmp_path) -> None:
+    from omni_r1.training.pesft import (
+        decoder_layer_classes,
+        deepspeed_zero2_config,
+        strategy_arguments,
+    )
+
+    tiny = tiny_builder(seed=0)
+    wrap = decoder_layer_classes(tiny.model)
+    assert wrap == ("ChameleonDecoderLayer",)
+    assert strategy_arguments("ddp", wrap, False) == {}
+    section = cfg.pesft.model_copy(update={"strategy": "fsdp", "gradient_checkpointing": True})
+    args = training_arguments(section, tmp_path, device="cpu", seed=0, progress_bar=False, wrap_classes=wrap)
+    plugin = args.fsdp_plugin_args  # what Trainer hands Accelerate's FSDP plugin
+    assert args.fsdp and plugin["fsdp_version"] == 2 and plugin["reshard_after_forward"] is True
+    assert plugin["transformer_cls_names_to_wrap"] == "ChameleonDecoderLayer"
+    assert plugin["activation_checkpointing"] is True and not args.gradient_checkpointing
+    zero2 = deepspeed_zero2_config()
+    assert zero2["zero_optimization"]["stage"] == 2
+    # every batch/clip/precision value is left to the integration, so pesft.* stays their only home
+    assert {zero2[k] for k in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")} == {"auto"}
+    with pytest.raises(ValueError, match="unknown pesft.strategy 'zero3'"):
+        strategy_arguments("zero3", wrap, False)
+
+
+def test_precision_switch() -> None:
+    from omni_r1.training.pesft import use_bf16
+
+    assert use_bf16("bf16", cuda=False) is True and use_bf16("fp32", cuda=True) is False
+    assert use_bf16("auto", cuda=False) is False
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(cfg, tiny_builder) -> None:
+    from omni_r1.model.packing import collate
+    from omni_r1.training.pesft import count_image_items, enable_gradient_checkpointing
+
+    grads = []
+    for enabled in (False, True):
+        tiny = tiny_builder(seed=0)
+        model = pesft_model(tiny).train()
+        enable_gradient_checkpointing(model, "ddp", enabled)
+        assert model.model.is_gradient_checkpointing is enabled
+        batch = collate(make_sequences(tiny, 2), tiny.layout.pad_id)
+        out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                    num_image_items_in_batch=count_image_items([batch]))  # fmt: skip
+        out.loss.backward()
+        grads.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grad_a), (loss_b, grad_b) = grads
+    assert torch.allclose(loss_a, loss_b) and grad_a.keys() == grad_b.keys()
+    assert all(torch.allclose(grad_a[n], grad_b[n], atol=1e-6) for n in grad_a)

@@ -91,12 +91,12 @@ def test_local_engine_refuses_dry_run(prepared_run, repo_root):
 
 def test_engine_flag_is_validated_with_the_engines_checks(repo_root, tmp_path):
     data = yaml.safe_load((repo_root / "params.yaml").read_text())
-    data["perpo"]["max_new_tokens"] = 20
+    data["reward"]["fidelity_weight"] = 0.5  # valid for the local engine, not for verl
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["perpo", "--track", "omni_r1", "--engine", "verl", "--params", str(params)])
     assert result.exit_code == 1
-    assert "perpo.max_new_tokens: 20 tokens cannot hold one image" in result.output
+    assert "reward.fidelity_weight > 0 is computed by the local engine" in result.output
 
 
 def test_merge_back_turns_a_verl_actor_checkpoint_into_a_loadable_folder(tiny_checkpoint, tmp_path):

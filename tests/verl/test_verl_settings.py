@@ -100,11 +100,11 @@ def _with(repo_root, tmp_path, **perpo):
     return path
 
 
-def test_verl_with_a_budget_shorter_than_one_image_fails_at_load(repo_root, tmp_path):
-    path = _with(repo_root, tmp_path, engine="verl", max_new_tokens=40)
-    with pytest.raises(ConfigError, match=r"perpo\.max_new_tokens: 40 tokens cannot hold one image"):
-        load_config(path)
-    load_config(_with(repo_root, tmp_path, engine="local", max_new_tokens=40))  # the local engine may
+def test_a_budget_shorter_than_one_image_fails_at_load_for_either_engine(repo_root, tmp_path):
+    for engine in ("verl", "local"):
+        path = _with(repo_root, tmp_path, engine=engine, max_new_tokens=40)
+        with pytest.raises(ConfigError, match=r"perpo\.max_new_tokens=40 < one image = 8x8 codes"):
+            load_config(path)
 
 
 def test_verl_without_dual_clip_fails_at_load(repo_root, tmp_path):
