@@ -18,9 +18,12 @@ Pipeline, in the order of Appendix B:
      disjoint in practice, so only the order of evaluation differs).
    - *numeric*: numbers with thousands separators, currency and trailing units stripped;
      percentages are context-aware (gold ``0.5`` or ``50`` both accept ``50%``).
-   - *symbolic*: equivalence through ``math-verify`` (sympy), guarded against its
-     timeouts and exceptions. A formula that parses on both sides and differs scores 0:
-     no partial credit for a wrong formula.
+   - *symbolic*: equivalence through ``math-verify`` (sympy), run in a worker process under
+     hard time and memory limits (:mod:`omni_r1.rewards.sandbox`), after a screen that turns
+     away expressions whose value is astronomically large (towers of powers, factorials of
+     huge numbers). A limit hit, or a screened-out expression, scores 0 with the reason
+     ``grader_limit``. A formula that parses on both sides and differs scores 0: no partial
+     credit for a wrong formula.
    - *text*: exact match after case/article folding, order-free match of comma lists, and
      partial credit equal to the ``difflib`` similarity ratio only when it is above the
      closeness threshold (official code: ratio > 0.77 earns the ratio). Texts whose
@@ -37,12 +40,12 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from difflib import SequenceMatcher
 from typing import Any, Literal
 
+from omni_r1.rewards.sandbox import GraderLimits, SymbolicOutcome, symbolic_worker
 from omni_r1.trajectory import parse_trajectory
 
 AnswerType = Literal["choice", "numeric", "symbolic", "text"]
@@ -56,7 +59,13 @@ class AccuracySettings:
     """Knobs of the verifier (values come from params.yaml ``reward``)."""
 
     partial_credit_threshold: float  # text similarity must exceed this to earn credit
-    symbolic_timeout_s: int  # math-verify parse/verify timeout (main thread only)
+    symbolic_timeout_s: int  # math-verify's own parse/verify timeout, inside the worker
+    grader_time_limit_s: float  # hard wall-clock limit of one symbolic comparison
+    grader_memory_limit_mb: int  # hard address-space limit of the symbolic worker
+
+    @property
+    def limits(self) -> GraderLimits:
+        return GraderLimits(self.grader_time_limit_s, self.grader_memory_limit_mb)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class AccuracyResult:
     reason: str
     prediction: str
     gold: str
+    library_timeouts: int = 0  # math-verify "Timeout during ..." lines while grading this answer
+
+
+LIMIT_REASON = "grader_limit"  # a symbolic check hit its time or memory limit (score 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +182,10 @@ def parse_number(text: str) -> ParsedNumber | None:
         if denominator == 0:
             return None
         sign = -1.0 if fraction["sign"] in "-−" and fraction["sign"] else 1.0
-        return ParsedNumber(sign * int(fraction["num"]) / denominator, False)
+        try:
+            return ParsedNumber(sign * (int(fraction["num"]) / denominator), False)
+        except OverflowError:  # a ratio beyond float range is not a readable number
+            return None
     match = _NUMBER_RE.match(text)
     if not match:
         return None
@@ -212,34 +228,73 @@ def looks_mathematical(text: str) -> bool:
     return bool(_MATH_SIGN_RE.search(text)) and len(text.split()) <= 12
 
 
-def _symbolic_equal(pred: str, gold: str, timeout_s: int) -> bool | None:
-    """math-verify equivalence; None when either side does not parse or sympy fails."""
-    from math_verify import parse, verify
+# A numeric tower "a^{b^{c}}" / "a**b**c" (braces, parentheses and spaces allowed), and n!.
+_POWER_CHAIN_RE = re.compile(r"\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*[{(]?\s*\d+(?:\.\d+)?)+")
+_CHAIN_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+_FACTORIAL_RE = re.compile(r"(\d+)\s*!|[)}]\s*!")
+MAX_VALUE_DIGITS = 100_000  # a literal power or factorial with more digits is not evaluated
+MAX_FACTORIAL_ARGUMENT = 20_000  # 20000! has 77,338 digits
 
-    timeout = timeout_s if threading.current_thread() is threading.main_thread() else None
 
-    def as_latex(text: str) -> str:
-        return text if "$" in text else f"${text}$"
+def _tower_digits(numbers: Sequence[float]) -> float:
+    """Decimal digits of a^(b^(c^...)) read right to left, saturating at infinity."""
+    exponent = 1.0
+    for number in reversed(numbers[1:]):
+        if number > 1 and exponent * math.log10(number) > 15:
+            return math.inf  # the exponent alone exceeds 10**15
+        exponent = number**exponent
+    base = numbers[0]
+    return exponent * math.log10(base) if base > 1 else 0.0
 
-    try:
-        gold_parsed = parse(as_latex(gold), parsing_timeout=timeout)
-        pred_parsed = parse(as_latex(pred), parsing_timeout=timeout)
-        if not gold_parsed or not pred_parsed:
-            return None
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
-    except Exception:  # sympy/timeout errors in model output are not our failure
-        return None
+
+def too_large_to_evaluate(text: str) -> bool:
+    """Screen before sympy: a literal power tower or factorial whose value is astronomically large.
+
+    Cheap and conservative (numeric literals only); the worker's limits catch everything else.
+    """
+    for chain in _POWER_CHAIN_RE.finditer(text):
+        numbers = [float(n) for n in _CHAIN_NUMBER_RE.findall(chain.group(0))]
+        if _tower_digits(numbers) > MAX_VALUE_DIGITS:
+            return True
+    for factorial in _FACTORIAL_RE.finditer(text):
+        argument = factorial.group(1)
+        if argument is None:  # "(...)!": a factorial of an expression
+            opener = text.rfind("(" if factorial.group(0)[0] == ")" else "{", 0, factorial.start())
+            if "^" in text[opener : factorial.start()] or "*" in text[opener : factorial.start()]:
+                return True
+        elif len(argument) > 6 or int(argument) > MAX_FACTORIAL_ARGUMENT:
+            return True
+    return False
+
+
+def symbolic_outcome(pred: str, gold: str, settings: AccuracySettings) -> SymbolicOutcome:
+    """math-verify equivalence within the grader's limits (:mod:`omni_r1.rewards.sandbox`).
+
+    ``equal`` is None when either side does not parse or sympy fails; ``limit_hit`` when the
+    screen turned the pair away or the worker ran out of time or memory.
+    """
+    if too_large_to_evaluate(pred) or too_large_to_evaluate(gold):
+        return SymbolicOutcome(None, True, 0)
+    return symbolic_worker(settings.limits).compare(gold, pred, settings.symbolic_timeout_s)
+
+
+def _symbolic_check(pred: str, gold: str, settings: AccuracySettings) -> tuple[AccuracyResult | None, int]:
+    """The symbolic check and the count of math-verify timeouts it met."""
+    if not (looks_mathematical(pred) or looks_mathematical(gold)):
+        return None, 0
+    if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:
+        return None, 0
+    outcome = symbolic_outcome(pred, gold, settings)
+    if outcome.limit_hit:
+        return AccuracyResult(0.0, LIMIT_REASON, pred, gold), outcome.library_timeouts
+    if outcome.equal is None:
+        return None, outcome.library_timeouts
+    reason = "symbolic" if outcome.equal else "symbolic_mismatch"
+    return AccuracyResult(float(outcome.equal), reason, pred, gold), outcome.library_timeouts
 
 
 def check_symbolic(pred: str, gold: str, settings: AccuracySettings) -> AccuracyResult | None:
-    if not (looks_mathematical(pred) or looks_mathematical(gold)):
-        return None
-    if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:
-        return None
-    equal = _symbolic_equal(pred, gold, settings.symbolic_timeout_s)
-    if equal is None:
-        return None
-    return AccuracyResult(1.0 if equal else 0.0, "symbolic" if equal else "symbolic_mismatch", pred, gold)
+    return _symbolic_check(pred, gold, settings)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,17 +445,24 @@ def grade_answer(
     pred, gold_norm = normalize_answer(str(answer)), normalize_answer(str(gold))
     if not pred:
         return AccuracyResult(0.0, "empty_answer", pred, gold_norm)
+    library_timeouts = 0
+
+    def symbolic(p: str, g: str, s: AccuracySettings) -> AccuracyResult | None:
+        nonlocal library_timeouts
+        result, library_timeouts = _symbolic_check(p, g, s)
+        return result
+
     checks: dict[str, Check] = {
         "choice": lambda p, g, s: check_choice(p, g, s, choices),
         "numeric": check_numeric,
-        "symbolic": check_symbolic,
+        "symbolic": symbolic,
         "text": check_text,
     }
     for name in CHECK_ORDER.get(answer_type, CHECK_ORDER[None]):
         result = checks[name](pred, gold_norm, settings)
         if result is not None:
-            return result
-    return AccuracyResult(0.0, "no_check_applies", pred, gold_norm)
+            return replace(result, library_timeouts=library_timeouts)
+    return AccuracyResult(0.0, "no_check_applies", pred, gold_norm, library_timeouts)
 
 
 def grade_response(
@@ -415,7 +477,7 @@ def grade_response(
     Args:
         prediction_text: the model's response (text, image segments shown as ``<image>``).
         gold: the reference answer (a letter, number, formula or text).
-        settings: threshold and timeout, from params.yaml ``reward``.
+        settings: threshold, timeout and limits, from params.yaml ``reward``.
         choices: option texts of a multiple-choice question, in letter order.
         answer_type: restrict the checks (``CHECK_ORDER``); None tries all in order.
 
@@ -445,7 +507,7 @@ def accuracy_reward(
 
 def strict_settings(settings: AccuracySettings) -> AccuracySettings:
     """The same verifier with partial credit switched off (similarity never exceeds 1)."""
-    return AccuracySettings(partial_credit_threshold=1.0, symbolic_timeout_s=settings.symbolic_timeout_s)
+    return replace(settings, partial_credit_threshold=1.0)
 
 
 def grade_response_strict(

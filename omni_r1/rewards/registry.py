@@ -44,6 +44,8 @@ def accuracy_settings(cfg: RewardConfig) -> AccuracySettings:
     return AccuracySettings(
         partial_credit_threshold=cfg.partial_credit_threshold,
         symbolic_timeout_s=cfg.symbolic_timeout_s,
+        grader_time_limit_s=cfg.grader_time_limit_s,
+        grader_memory_limit_mb=cfg.grader_memory_limit_mb,
     )
 
 

@@ -16,7 +16,9 @@ from omni_r1.rewards.accuracy import (
 )
 from omni_r1.rewards.registry import accuracy_grader
 
-SETTINGS = AccuracySettings(partial_credit_threshold=0.77, symbolic_timeout_s=5)
+SETTINGS = AccuracySettings(
+    partial_credit_threshold=0.77, symbolic_timeout_s=5, grader_time_limit_s=10, grader_memory_limit_mb=1024
+)
 
 
 def grade(answer: str, gold: str, choices=(), answer_type=None):
