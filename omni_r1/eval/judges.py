@@ -72,6 +72,7 @@ class Verdict:
     score: float
     reason: str
     malformed: bool = False  # llm judge only: the reply was not exactly True/False
+    library_timeouts: int = 0  # rule judge only: math-verify timeouts met while grading
 
 
 Judge = Callable[[Sequence[JudgeItem]], list[Verdict]]
@@ -94,7 +95,9 @@ def rule_judge(reward: RewardConfig, threshold: float) -> Judge:
         verdicts = []
         for item in items:
             result = grade(item.response, item.gold, item.choices)
-            verdicts.append(Verdict(result.score >= threshold, result.score, result.reason))
+            verdicts.append(
+                Verdict(result.score >= threshold, result.score, result.reason, library_timeouts=result.library_timeouts)
+            )
         return verdicts
 
     return judge

@@ -8,7 +8,7 @@ for the whole batch at once, then the combination.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -78,6 +78,7 @@ class RewardBatch:
     perception: torch.Tensor  # NaN where has_image is False
     has_image: torch.Tensor
     accuracy_reasons: list[str]
+    accuracy_timeouts: list[int] = field(default_factory=list)  # math-verify timeouts per response
 
 
 def score_batch(
@@ -127,4 +128,5 @@ def score_batch(
         perception=score,
         has_image=has_image,
         accuracy_reasons=[g.reason for g in graded],
+        accuracy_timeouts=[g.library_timeouts for g in graded],
     )

@@ -15,8 +15,9 @@ What it does, for ``--track <t> --step <s>`` (step names in :mod:`omni_r1.eval.c
    ``rule``, or the Appendix F ``llm`` judge);
 5. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
    verdict, number of images, perception score, generated codes and their mean embedding),
-   ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per slice and the
-   sample-weighted ``average``) and the trajectory gallery
+   ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per slice, the
+   sample-weighted ``average``, and the grader's ``grader_limit_count`` /
+   ``grader_timeout_count``) and the trajectory gallery
    ``<eval.gallery_dir>/<track>_<step>.html``, and logs all three to MLflow.
 
 Where it differs from the paper: the embedded default evaluates the tiny model on the
@@ -40,6 +41,7 @@ from omni_r1.eval.evaluate import evaluate_items, load_bench, write_predictions
 from omni_r1.eval.judges import build_judge
 from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.model.images import decode_codes
+from omni_r1.rewards.accuracy import LIMIT_REASON
 from omni_r1.tracking import stage_run
 
 
@@ -84,7 +86,11 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(json.dumps(result.metrics, indent=1) + "\n", encoding="utf-8")
+        grader = {  # answers the grader scored 0 at a time/memory limit; math-verify timeouts met
+            "grader_limit_count": sum(v.reason == LIMIT_REASON for v in result.verdicts),
+            "grader_timeout_count": sum(v.library_timeouts for v in result.verdicts),
+        }
+        metrics_path.write_text(json.dumps({**result.metrics, **grader}, indent=1) + "\n", encoding="utf-8")
         page = render_checkpoint_gallery(
             result.rows, [item.record.input_images for item in items], image_decoder(omni),
             cfg.eval.gallery_examples, title=f"Omni-Bench trajectories: {ref.track} step {ref.step}",
@@ -93,7 +99,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         gallery.parent.mkdir(parents=True, exist_ok=True)
         gallery.write_text(page, encoding="utf-8")
 
-        mlflow.log_metrics({f"omnibench.{key}": value for key, value in result.metrics.items()})
+        mlflow.log_metrics({f"omnibench.{key}": value for key, value in {**result.metrics, **grader}.items()})
         mlflow.log_metrics(
             {
                 "omnibench.samples": float(len(items)),

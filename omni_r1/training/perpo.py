@@ -53,6 +53,7 @@ from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logprobs import token_logprobs
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
 from omni_r1.rewards.perception import codebook_squared_distances
+from omni_r1.rewards.accuracy import LIMIT_REASON
 from omni_r1.rewards.registry import RewardBatch, score_batch
 from omni_r1.training.checkpoint import (
     TrainerState,
@@ -174,6 +175,8 @@ class Response:
     format: float
     perception: float  # NaN without a complete image
     has_image: bool
+    accuracy_reason: str = ""  # why the grader gave its score (``grader_limit``: a limit was hit)
+    grader_timeouts: int = 0  # math-verify timeouts met while grading
 
 
 def response_lengths(generated: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -277,6 +280,7 @@ def generate_and_score(
     owners = [items[row // settings.n] for row in range(len(rows))]
     response_ids, response_mask = right_pad(rows, layout.pad_id)  # [B, N]
     scores = scorer([text for text, _ in decoded], owners, response_ids, response_mask)
+    timeouts = scores.accuracy_timeouts or [0] * len(rows)
     return [
         Response(
             prompt_index=prompt_indices[row // settings.n],
@@ -290,6 +294,8 @@ def generate_and_score(
             format=float(scores.format[row]),
             perception=float(scores.perception[row]),
             has_image=bool(scores.has_image[row]),
+            accuracy_reason=scores.accuracy_reasons[row],
+            grader_timeouts=timeouts[row],
         )
         for row in range(len(rows))
     ]
@@ -671,6 +677,8 @@ def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[s
         "response/length": tokens / max(1, len(responses)),
         "response/images": _mean([float(r.image_codes.shape[0]) for r in responses]),
         "perf/tokens_per_s": tokens / gen_seconds if gen_seconds > 0 else 0.0,
+        "grader/limit_count": float(sum(r.accuracy_reason == LIMIT_REASON for r in responses)),
+        "grader/timeout_count": float(sum(r.grader_timeouts for r in responses)),
     }
 
 
@@ -718,6 +726,8 @@ def summary_metrics(
     summary[f"train_reward_last{window}"] = _window(history, "reward/mean", slice(-window, None))
     summary["kept_group_fraction"] = _window(history, "filter/kept_group_fraction", slice(None))
     summary["skipped_updates"] = int(sum(h.get("filter/skipped_update", 0.0) for h in history))
+    summary["grader_limit_count"] = int(sum(h.get("grader/limit_count", 0.0) for h in history))
+    summary["grader_timeout_count"] = int(sum(h.get("grader/timeout_count", 0.0) for h in history))
     summary["history"] = [  # per-step training-rollout values (the report's reward-vs-step plot)
         {"step": step, **{key: _window([entry], key, slice(None)) for key in SUMMARY_KEYS.values()}}
         for step, entry in enumerate(history, start=1)
