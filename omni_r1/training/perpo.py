@@ -52,8 +52,8 @@ from omni_r1.model.generation import decode_interleaved, generate_interleaved, g
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logprobs import token_logprobs
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
-from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.accuracy import LIMIT_REASON
+from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.registry import RewardBatch, score_batch
 from omni_r1.training.checkpoint import (
     TrainerState,
