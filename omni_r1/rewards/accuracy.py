@@ -228,23 +228,45 @@ def looks_mathematical(text: str) -> bool:
     return bool(_MATH_SIGN_RE.search(text)) and len(text.split()) <= 12
 
 
-# A numeric tower "a^{b^{c}}" / "a**b**c" (braces, parentheses and spaces allowed), and n!.
-_POWER_CHAIN_RE = re.compile(r"\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*[{(]?\s*\d+(?:\.\d+)?)+")
+# A literal number or numeric tower "a^{b^{c}}" / "a**b**c" (braces, parentheses, spaces allowed).
+_POWER_CHAIN_RE = re.compile(r"\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*[{(]?\s*\d+(?:\.\d+)?)*")
 _CHAIN_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
-_FACTORIAL_RE = re.compile(r"(\d+)\s*!|[)}]\s*!")
-MAX_VALUE_DIGITS = 100_000  # a literal power or factorial with more digits is not evaluated
-MAX_FACTORIAL_ARGUMENT = 20_000  # 20000! has 77,338 digits
+_FACTORIAL_RE = re.compile(r"!")
+MAX_VALUE_DIGITS = 100_000  # a literal power with more digits is not handed to sympy
+MAX_FACTORIAL_ARGUMENT = 20_000  # nor a factorial of more than this (20000! has 77,338 digits)
+_SCREEN_WINDOW = 300  # characters before a "!" searched for its argument
 
 
-def _tower_digits(numbers: Sequence[float]) -> float:
-    """Decimal digits of a^(b^(c^...)) read right to left, saturating at infinity."""
+def _chain_digits(chain: str) -> float:
+    """log10 of a^(b^(c^...)) for the numbers of a chain, read right to left; inf when huge."""
+    literals = _CHAIN_NUMBER_RE.findall(chain)
     exponent = 1.0
-    for number in reversed(numbers[1:]):
+    for literal in reversed(literals[1:]):
+        number = float(literal)  # inf for a literal beyond float range
         if number > 1 and exponent * math.log10(number) > 15:
             return math.inf  # the exponent alone exceeds 10**15
         exponent = number**exponent
-    base = numbers[0]
-    return exponent * math.log10(base) if base > 1 else 0.0
+    whole = literals[0].split(".")[0].lstrip("0")
+    base_digits = len(whole) if len(whole) > 15 else math.log10(max(float(literals[0]), 1.0))
+    return exponent * base_digits
+
+
+def _factorial_argument_digits(text: str, bang: int) -> float:
+    """log10 of the largest literal number or tower in the argument of the "!" at ``bang``."""
+    before = text[max(0, bang - _SCREEN_WINDOW) : bang].rstrip()
+    if before.endswith((")", "}")):  # "(...)!": the bracketed expression
+        depth, index = 0, len(before) - 1
+        while index >= 0:
+            depth += {")": 1, "}": 1, "(": -1, "{": -1}.get(before[index], 0)
+            if depth == 0:
+                break
+            index -= 1
+        before = before[max(index, 0) :]
+    else:  # "n!": the number right before it
+        match = re.search(r"\d+(?:\.\d+)?$", before)
+        before = match.group(0) if match else ""
+    chains = [_chain_digits(chain.group(0)) for chain in _POWER_CHAIN_RE.finditer(before)]
+    return max(chains, default=0.0)
 
 
 def too_large_to_evaluate(text: str) -> bool:
@@ -252,19 +274,10 @@ def too_large_to_evaluate(text: str) -> bool:
 
     Cheap and conservative (numeric literals only); the worker's limits catch everything else.
     """
-    for chain in _POWER_CHAIN_RE.finditer(text):
-        numbers = [float(n) for n in _CHAIN_NUMBER_RE.findall(chain.group(0))]
-        if _tower_digits(numbers) > MAX_VALUE_DIGITS:
-            return True
-    for factorial in _FACTORIAL_RE.finditer(text):
-        argument = factorial.group(1)
-        if argument is None:  # "(...)!": a factorial of an expression
-            opener = text.rfind("(" if factorial.group(0)[0] == ")" else "{", 0, factorial.start())
-            if "^" in text[opener : factorial.start()] or "*" in text[opener : factorial.start()]:
-                return True
-        elif len(argument) > 6 or int(argument) > MAX_FACTORIAL_ARGUMENT:
-            return True
-    return False
+    if any(_chain_digits(chain.group(0)) > MAX_VALUE_DIGITS for chain in _POWER_CHAIN_RE.finditer(text)):
+        return True
+    limit = math.log10(MAX_FACTORIAL_ARGUMENT)
+    return any(_factorial_argument_digits(text, bang.start()) > limit for bang in _FACTORIAL_RE.finditer(text))
 
 
 def symbolic_outcome(pred: str, gold: str, settings: AccuracySettings) -> SymbolicOutcome:

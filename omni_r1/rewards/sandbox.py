@@ -196,18 +196,22 @@ os.register_at_fork(after_in_child=_forget_workers_after_fork)
 # ---------------------------------------------------------------------------------------------
 
 
-class _CountLibraryTimeouts(logging.Filter):
-    """Counts math-verify's "Timeout during ..." records and keeps them off the console."""
+class _LibraryLog(logging.Filter):
+    """Counts math-verify's "Timeout during ..." records and notices the ``MemoryError`` it
+    swallows (logged at debug level with the exception); keeps both off the console."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.count = 0
+        self.timeouts = 0
+        self.out_of_memory = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MemoryError):
+            self.out_of_memory = True
         if str(record.msg).startswith(LIBRARY_TIMEOUT_PREFIX):
-            self.count += 1
+            self.timeouts += 1
             return False
-        return True
+        return record.levelno >= logging.WARNING
 
 
 def _as_latex(text: str) -> str:
@@ -244,25 +248,28 @@ def _serve(memory_limit_mb: int) -> None:
     os.dup2(2, 1)  # stray prints go to stderr, never into the answer pipe
     import math_verify  # noqa: F401  (imported before the memory limit is set)
 
-    counter = _CountLibraryTimeouts()
+    log = _LibraryLog()
     for name in ("math_verify", "math_verify.parser", "math_verify.grader", "math_verify.utils"):
-        logging.getLogger(name).addFilter(counter)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)  # debug records carry the exceptions math-verify swallows
+        logger.addFilter(log)
     limit = memory_limit_mb * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
-    send.send("ready")
-    while True:
-        try:
+    try:
+        send.send("ready")
+        while True:
             gold, pred, library_timeout_s = receive.recv()
-        except EOFError:  # the caller closed the pipe or died
-            return
-        counter.count = 0
-        _limit_cpu(3 * library_timeout_s + 2)  # parse, parse, verify: each bounded by the timeout
-        try:
-            reply: tuple[Any, ...] = (_compare(gold, pred, library_timeout_s), False, counter.count)
-        except MemoryError:
-            reply = (None, True, counter.count)
-        send.send(reply)
+            log.timeouts, log.out_of_memory = 0, False
+            _limit_cpu(3 * library_timeout_s + 2)  # parse, parse, verify: each bounded by the timeout
+            try:
+                equal = _compare(gold, pred, library_timeout_s)
+            except MemoryError:
+                log.out_of_memory = True
+            reply: tuple[Any, ...] = (None if log.out_of_memory else equal, log.out_of_memory, log.timeouts)
+            send.send(reply)
+    except (EOFError, BrokenPipeError):  # the caller closed the pipe or died
+        return
 
 
 if __name__ == "__main__":
