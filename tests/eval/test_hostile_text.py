@@ -91,7 +91,7 @@ def test_hostile_outputs_stay_bounded_everywhere() -> None:
         assert all(0.0 <= score <= 1.0 for score in result["scores"]), name
         assert result["prompt_has_answer"], name  # the judge sees the answer as given
         assert result["reply"] is None, name  # only an exact True/False is a verdict
-        assert result["judge_answer"], name
+        assert result["judge_answer"] is (name != "images"), name  # image slots are not an answer
         assert not result["raw_markup_in_page"], name  # model text is escaped in the gallery
     assert results["steps"]["steps"] == 249  # a long well-formed trace is read in full
     assert results["steps"]["formats"] == [1.0, 1.0]
