@@ -49,14 +49,15 @@ settings = AccuracySettings(0.77, 1, 2.0, 512)
 results = {}
 for name, text in HOSTILE.items():
     answer = "Final Answer: " + text
+    trace = text + "\nFinal Answer: 5"
     page = render_gallery_html(
         [GalleryEntry(question=text, steps=gallery_steps(text, []), final_answer=text,
                       reference_answer=text, verdict=False, name=name)],
         title=text,
     )
     results[name] = {
-        "steps": len(parse_trajectory(answer).steps),
-        "formats": [trajectory_format_reward(answer), official_format_reward(answer)],
+        "steps": len(parse_trajectory(trace).steps),
+        "formats": [trajectory_format_reward(t) for t in (answer, trace)] + [official_format_reward(trace)],
         "scores": [
             grade_response(answer, "5", settings).score,
             grade_response(answer, "B", settings, ("red", text[:2000], "x")).score,
@@ -94,4 +95,4 @@ def test_hostile_outputs_stay_bounded_everywhere() -> None:
         assert result["judge_answer"] is (name != "images"), name  # image slots are not an answer
         assert not result["raw_markup_in_page"], name  # model text is escaped in the gallery
     assert results["steps"]["steps"] == 249  # a long well-formed trace is read in full
-    assert results["steps"]["formats"] == [1.0, 1.0]
+    assert results["steps"]["formats"][1:] == [1.0, 1.0]
