@@ -218,7 +218,12 @@ def _as_latex(text: str) -> str:
     return text if "$" in text else f"${text}$"
 
 
-def _compare(gold: str, pred: str, library_timeout_s: int) -> bool | None:
+def math_verify_equal(gold: str, pred: str, library_timeout_s: int) -> bool | None:
+    """The comparison the worker runs: math-verify equivalence, None when a side does not parse.
+
+    Unbounded in the calling process (it is what the worker is there for); called directly
+    only by the grading benchmark, as the unprotected baseline.
+    """
     from math_verify import parse, verify
 
     try:
@@ -263,7 +268,7 @@ def _serve(memory_limit_mb: int) -> None:
             log.timeouts, log.out_of_memory = 0, False
             _limit_cpu(3 * library_timeout_s + 2)  # parse, parse, verify: each bounded by the timeout
             try:
-                equal = _compare(gold, pred, library_timeout_s)
+                equal = math_verify_equal(gold, pred, library_timeout_s)
             except MemoryError:
                 log.out_of_memory = True
             reply: tuple[Any, ...] = (None if log.out_of_memory else equal, log.out_of_memory, log.timeouts)
