@@ -280,24 +280,36 @@ def too_large_to_evaluate(text: str) -> bool:
     return any(_factorial_argument_digits(text, bang.start()) > limit for bang in _FACTORIAL_RE.finditer(text))
 
 
-def symbolic_outcome(pred: str, gold: str, settings: AccuracySettings) -> SymbolicOutcome:
-    """math-verify equivalence within the grader's limits (:mod:`omni_r1.rewards.sandbox`).
+def symbolic_outcomes(pairs: Sequence[tuple[str, str]], settings: AccuracySettings) -> list[SymbolicOutcome]:
+    """math-verify equivalence of (prediction, gold) pairs within the grader's limits.
 
     ``equal`` is None when either side does not parse or sympy fails; ``limit_hit`` when the
-    screen turned the pair away or the worker ran out of time or memory.
+    screen turned the pair away or the worker ran out of time or memory. The pairs that pass
+    the screen go to the worker (:mod:`omni_r1.rewards.sandbox`) in one message.
     """
-    if too_large_to_evaluate(pred) or too_large_to_evaluate(gold):
-        return SymbolicOutcome(None, True, 0)
-    return symbolic_worker(settings.limits).compare(gold, pred, settings.symbolic_timeout_s)
+    screened = [too_large_to_evaluate(pred) or too_large_to_evaluate(gold) for pred, gold in pairs]
+    asked = [(gold, pred) for (pred, gold), out in zip(pairs, screened, strict=True) if not out]
+    answers = iter(symbolic_worker(settings.limits).compare_many(asked, settings.symbolic_timeout_s))
+    return [SymbolicOutcome(None, True, 0) if out else next(answers) for out in screened]
 
 
-def _symbolic_check(pred: str, gold: str, settings: AccuracySettings) -> tuple[AccuracyResult | None, int]:
+def symbolic_outcome(pred: str, gold: str, settings: AccuracySettings) -> SymbolicOutcome:
+    """:func:`symbolic_outcomes` of one pair."""
+    return symbolic_outcomes([(pred, gold)], settings)[0]
+
+
+SymbolicFn = Callable[[str, str, AccuracySettings], SymbolicOutcome]
+
+
+def _symbolic_check(
+    pred: str, gold: str, settings: AccuracySettings, outcome_of: SymbolicFn
+) -> tuple[AccuracyResult | None, int]:
     """The symbolic check and the count of math-verify timeouts it met."""
     if not (looks_mathematical(pred) or looks_mathematical(gold)):
         return None, 0
     if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:
         return None, 0
-    outcome = symbolic_outcome(pred, gold, settings)
+    outcome = outcome_of(pred, gold, settings)
     if outcome.limit_hit:
         return AccuracyResult(0.0, LIMIT_REASON, pred, gold), outcome.library_timeouts
     if outcome.equal is None:
@@ -307,7 +319,7 @@ def _symbolic_check(pred: str, gold: str, settings: AccuracySettings) -> tuple[A
 
 
 def check_symbolic(pred: str, gold: str, settings: AccuracySettings) -> AccuracyResult | None:
-    return _symbolic_check(pred, gold, settings)[0]
+    return _symbolic_check(pred, gold, settings, symbolic_outcome)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,22 +465,28 @@ def grade_answer(
     settings: AccuracySettings,
     choices: Sequence[str] = (),
     answer_type: AnswerType | None = None,
+    *,
+    symbolic: SymbolicFn | None = None,
 ) -> AccuracyResult:
-    """Grade an already extracted answer span against the gold (ordered checks, see module doc)."""
+    """Grade an already extracted answer span against the gold (ordered checks, see module doc).
+
+    ``symbolic`` answers the symbolic check (default :func:`symbolic_outcome`, the worker).
+    """
     pred, gold_norm = normalize_answer(str(answer)), normalize_answer(str(gold))
     if not pred:
         return AccuracyResult(0.0, "empty_answer", pred, gold_norm)
+    outcome_of = symbolic or symbolic_outcome
     library_timeouts = 0
 
-    def symbolic(p: str, g: str, s: AccuracySettings) -> AccuracyResult | None:
+    def check_formula(p: str, g: str, s: AccuracySettings) -> AccuracyResult | None:
         nonlocal library_timeouts
-        result, library_timeouts = _symbolic_check(p, g, s)
+        result, library_timeouts = _symbolic_check(p, g, s, outcome_of)
         return result
 
     checks: dict[str, Check] = {
         "choice": lambda p, g, s: check_choice(p, g, s, choices),
         "numeric": check_numeric,
-        "symbolic": symbolic,
+        "symbolic": check_formula,
         "text": check_text,
     }
     for name in CHECK_ORDER.get(answer_type, CHECK_ORDER[None]):
@@ -484,6 +502,8 @@ def grade_response(
     settings: AccuracySettings,
     choices: Sequence[str] = (),
     answer_type: AnswerType | None = None,
+    *,
+    symbolic: SymbolicFn | None = None,
 ) -> AccuracyResult:
     """Extract the final answer from a whole response and grade it. Never raises.
 
@@ -493,6 +513,7 @@ def grade_response(
         settings: threshold, timeout and limits, from params.yaml ``reward``.
         choices: option texts of a multiple-choice question, in letter order.
         answer_type: restrict the checks (``CHECK_ORDER``); None tries all in order.
+        symbolic: answers the symbolic check (default: the bounded worker).
 
     Returns:
         An :class:`AccuracyResult` with score in [0, 1] and the reason.
@@ -501,9 +522,56 @@ def grade_response(
         answer = extract_final_answer(prediction_text)
         if answer is None:
             return AccuracyResult(0.0, "no_final_answer", "", str(gold))
-        return grade_answer(answer, str(gold), settings, tuple(map(str, choices)), answer_type)
+        return grade_answer(
+            answer, str(gold), settings, tuple(map(str, choices)), answer_type, symbolic=symbolic
+        )
     except Exception as err:  # a grader bug must not stop training: score 0, say why
         return AccuracyResult(0.0, f"grader_error: {type(err).__name__}: {err}", "", str(gold))
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    """One response to grade (the arguments of :func:`grade_response`)."""
+
+    prediction_text: Any
+    gold: Any
+    choices: Sequence[str] = ()
+    answer_type: AnswerType | None = None
+
+
+def grade_responses(requests: Sequence[GradeRequest], settings: AccuracySettings) -> list[AccuracyResult]:
+    """:func:`grade_response` for a batch, with one worker round-trip for all its formulas.
+
+    A first pass grades every response and notes the (prediction, gold) pairs that reach
+    the symbolic check; they go to the worker together (:func:`symbolic_outcomes`), and
+    only the responses that asked are graded again with the answers. Same results as
+    grading one by one.
+    """
+    asked: list[tuple[str, str]] = []
+
+    def note(pred: str, gold: str, _: AccuracySettings) -> SymbolicOutcome:
+        asked.append((pred, gold))
+        return SymbolicOutcome(None, False, 0)
+
+    def grade(request: GradeRequest, symbolic: SymbolicFn) -> AccuracyResult:
+        return grade_response(
+            request.prediction_text, request.gold, settings, request.choices, request.answer_type,
+            symbolic=symbolic,
+        )  # fmt: skip
+
+    results, waiting = [], []
+    for index, request in enumerate(requests):
+        before = len(asked)
+        results.append(grade(request, note))
+        if len(asked) > before:
+            waiting.append(index)
+    if not waiting:
+        return results
+    pairs = list(dict.fromkeys(asked))
+    answers = dict(zip(pairs, symbolic_outcomes(pairs, settings), strict=True))
+    for index in waiting:
+        results[index] = grade(requests[index], lambda pred, gold, _: answers[(pred, gold)])
+    return results
 
 
 def accuracy_reward(
@@ -521,6 +589,11 @@ def accuracy_reward(
 def strict_settings(settings: AccuracySettings) -> AccuracySettings:
     """The same verifier with partial credit switched off (similarity never exceeds 1)."""
     return replace(settings, partial_credit_threshold=1.0)
+
+
+def grade_responses_strict(requests: Sequence[GradeRequest], settings: AccuracySettings) -> list[AccuracyResult]:
+    """:func:`grade_responses` without partial credit: every score is 0 or 1."""
+    return grade_responses(requests, strict_settings(settings))
 
 
 def grade_response_strict(

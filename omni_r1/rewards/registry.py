@@ -19,8 +19,11 @@ from omni_r1.rewards.accuracy import (
     AccuracyResult,
     AccuracySettings,
     AnswerType,
+    GradeRequest,
     grade_response,
     grade_response_strict,
+    grade_responses,
+    grade_responses_strict,
 )
 from omni_r1.rewards.combined import COMBINATIONS, RewardWeights
 from omni_r1.rewards.format import official_format_reward, trajectory_format_reward
@@ -30,6 +33,11 @@ AccuracyGrader = Callable[..., AccuracyResult]
 ACCURACY_VARIANTS: dict[str, AccuracyGrader] = {
     "appendix_b": grade_response,  # ordered checks with partial credit for close text
     "strict": grade_response_strict,  # the same checks, every score 0 or 1
+}
+BatchGrader = Callable[[Sequence[GradeRequest], AccuracySettings], list[AccuracyResult]]
+ACCURACY_BATCH_VARIANTS: dict[str, BatchGrader] = {  # the same variants, a batch at a time
+    "appendix_b": grade_responses,
+    "strict": grade_responses_strict,
 }
 FORMAT_VARIANTS: dict[str, Callable[[Any], float]] = {
     "trajectory": trajectory_format_reward,
@@ -68,6 +76,14 @@ def accuracy_grader(cfg: RewardConfig) -> Callable[..., AccuracyResult]:
     return grader
 
 
+def accuracy_batch_grader(cfg: RewardConfig) -> Callable[[Sequence[GradeRequest]], list[AccuracyResult]]:
+    """``grade(requests) -> results``: :func:`accuracy_grader` for a batch, the formulas of
+    the whole batch sent to the symbolic worker together."""
+    grade = lookup(ACCURACY_BATCH_VARIANTS, cfg.accuracy, "accuracy variant")
+    settings = accuracy_settings(cfg)
+    return lambda requests: grade(requests, settings)
+
+
 @dataclass(frozen=True)
 class RewardBatch:
     """Every part of the reward, [B] each, plus the accuracy reasons for logging."""
@@ -103,13 +119,15 @@ def score_batch(
         choices, answer_types: per-response options and answer types (optional).
         squared_distances: optional [K, K] table (see ``codebook_squared_distances``).
     """
-    grader = accuracy_grader(cfg)
+    grade = accuracy_batch_grader(cfg)
     format_reward = lookup(FORMAT_VARIANTS, cfg.format, "format variant")
     combine = lookup(REWARD_COMBINATIONS, cfg.combination, "reward combination")
     count = len(texts)
     choices = choices or [()] * count
     answer_types = answer_types or [None] * count
-    graded = [grader(t, g, c, a) for t, g, c, a in zip(texts, golds, choices, answer_types, strict=True)]
+    graded = grade(
+        [GradeRequest(t, g, c, a) for t, g, c, a in zip(texts, golds, choices, answer_types, strict=True)]
+    )
     dtype = codebook.dtype if codebook.is_floating_point() else torch.float32
     accuracy = torch.tensor([g.score for g in graded], dtype=dtype)  # [B]
     fmt = torch.tensor([format_reward(t) for t in texts], dtype=dtype)  # [B]

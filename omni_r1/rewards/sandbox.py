@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -78,17 +79,32 @@ class SymbolicWorker:
 
     def compare(self, gold: str, pred: str, library_timeout_s: int) -> SymbolicOutcome:
         """math-verify equivalence of two LaTeX strings, within the limits."""
+        return self.compare_many([(gold, pred)], library_timeout_s)[0]
+
+    def compare_many(self, pairs: Sequence[tuple[str, str]], library_timeout_s: int) -> list[SymbolicOutcome]:
+        """:meth:`compare` for (gold, prediction) pairs, sent together: one message out, the
+        answers streamed back, each within ``time_limit_s`` of the previous one."""
         with self._lock:
-            self._ensure_started()
-            assert self._send is not None and self._receive is not None
-            try:
-                self._send.send((gold, pred, library_timeout_s))
+            outcomes: list[SymbolicOutcome] = []
+            while len(outcomes) < len(pairs):
+                outcomes += self._run(pairs[len(outcomes) :], library_timeout_s)
+            return outcomes
+
+    def _run(self, pairs: Sequence[tuple[str, str]], library_timeout_s: int) -> list[SymbolicOutcome]:
+        """Answers in order, up to and including the first limit hit (the worker is replaced)."""
+        self._ensure_started()
+        assert self._send is not None and self._receive is not None
+        outcomes: list[SymbolicOutcome] = []
+        try:
+            self._send.send([(gold, pred, library_timeout_s) for gold, pred in pairs])
+            for _ in pairs:
                 if not self._receive.poll(self.limits.time_limit_s):
-                    return self._replace()  # stuck
+                    return [*outcomes, self._replace()]  # stuck
                 equal, limit_hit, timeouts = self._receive.recv()
-            except (EOFError, OSError):  # the worker died (out of memory)
-                return self._replace()
-            return SymbolicOutcome(equal, limit_hit, timeouts)
+                outcomes.append(SymbolicOutcome(equal, limit_hit, timeouts))
+        except (EOFError, OSError):  # the worker died (out of memory)
+            return [*outcomes, self._replace()]
+        return outcomes
 
     def _replace(self) -> SymbolicOutcome:
         """Kill the worker at a limit hit and start its successor now (it imports meanwhile)."""
@@ -247,6 +263,18 @@ def _limit_cpu(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+def _answer(log: _LibraryLog, gold: str, pred: str, library_timeout_s: int) -> tuple[Any, ...]:
+    """(equal, limit_hit, library timeouts) of one comparison."""
+    log.timeouts, log.out_of_memory = 0, False
+    _limit_cpu(3 * library_timeout_s + 2)  # parse, parse, verify: each bounded by the timeout
+    equal = None
+    try:
+        equal = math_verify_equal(gold, pred, library_timeout_s)
+    except MemoryError:
+        log.out_of_memory = True
+    return (None if log.out_of_memory else equal, log.out_of_memory, log.timeouts)
+
+
 def _serve(memory_limit_mb: int) -> None:
     receive = Connection(os.dup(0), writable=False)
     send = Connection(os.dup(1), readable=False)
@@ -264,15 +292,8 @@ def _serve(memory_limit_mb: int) -> None:
     try:
         send.send("ready")
         while True:
-            gold, pred, library_timeout_s = receive.recv()
-            log.timeouts, log.out_of_memory = 0, False
-            _limit_cpu(3 * library_timeout_s + 2)  # parse, parse, verify: each bounded by the timeout
-            try:
-                equal = math_verify_equal(gold, pred, library_timeout_s)
-            except MemoryError:
-                log.out_of_memory = True
-            reply: tuple[Any, ...] = (None if log.out_of_memory else equal, log.out_of_memory, log.timeouts)
-            send.send(reply)
+            for gold, pred, library_timeout_s in receive.recv():
+                send.send(_answer(log, gold, pred, library_timeout_s))
     except (EOFError, BrokenPipeError):  # the caller closed the pipe or died
         return
 

@@ -18,7 +18,9 @@ from omni_r1.model.layout import TokenLayout
 from omni_r1.rewards.accuracy import (
     LIMIT_REASON,
     AccuracySettings,
+    GradeRequest,
     grade_response,
+    grade_responses,
     too_large_to_evaluate,
 )
 from omni_r1.rewards.registry import score_batch
@@ -182,3 +184,25 @@ def test_limit_hits_are_counted_in_batch_and_step_metrics(cfg) -> None:
     metrics = rollout_metrics(responses, gen_seconds=1.0)
     assert metrics["grader/limit_count"] == 1.0
     assert summary_metrics([metrics, metrics])["grader_limit_count"] == 2
+
+
+def test_batch_grading_equals_one_by_one() -> None:
+    answers = ["x + 1", "1 + x", TOWER, "5", "(B)", "\\frac{10}{2}", "2x", "red", "x^2 - 1", "x + 1"]
+    golds = ["1 + x", "x + 2", "5", "5", "B", "5", "x + x", "red square", "(x-1)(x+1)", "1 + x"]
+    requests = [
+        GradeRequest(f"THOUGHT 1: work.\nFinal Answer: {answer}", gold, ("red", "blue") if gold == "B" else ())
+        for answer, gold in zip(answers, golds, strict=True)
+    ]
+    batch = grade_responses(requests, SETTINGS)
+    single = [grade_response(r.prediction_text, r.gold, SETTINGS, r.choices) for r in requests]
+    assert batch == single
+    assert [r.reason for r in batch].count("symbolic") == 5
+    assert batch[2].reason == LIMIT_REASON
+
+
+def test_batch_continues_after_a_limit_hit(worker) -> None:
+    pairs = [("5", "2+3"), ("5", TOWER), ("x+1", "1+x"), ("2", "3")]
+    outcomes = worker.compare_many(pairs, library_timeout_s=60)
+    assert [o.limit_hit for o in outcomes] == [False, True, False, False]
+    assert [o.equal for o in outcomes] == [True, None, True, False]
+    assert worker.restarts == 1
