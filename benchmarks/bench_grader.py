@@ -1,9 +1,11 @@
 """Grading throughput (responses/s) on ordinary answers: the bounded grader vs the unbounded path.
 
-"bounded" is :func:`omni_r1.rewards.accuracy.grade_response` as PeRPO and evaluation call it:
-the symbolic check screened and run in the reusable worker process (one pipe round-trip per
-formula). "unbounded" is the same grader with the symbolic check run in this process (the
-grader before the limits: math-verify called directly). Both grade the same responses.
+"batch" is :func:`omni_r1.rewards.accuracy.grade_responses` as PeRPO and evaluation call it
+(groups of ``GROUP`` responses, one worker round-trip per group); "single" is
+:func:`~omni_r1.rewards.accuracy.grade_response` one response at a time (one round-trip per
+formula). Both screen the formulas and run sympy in the reusable worker process.
+"unbounded" is the same grader with the symbolic check run in this process (the grader
+before the limits: math-verify called directly). All grade the same kind of responses.
 
 Mixes, each of distinct answers (math-verify caches parses, so no answer repeats):
 
@@ -11,22 +13,27 @@ Mixes, each of distinct answers (math-verify caches parses, so no answer repeats
   letters, short texts and some formulas (1 in 5);
 - *formulas*: every answer reaches sympy (the worst case for the protection's cost).
 
-Goal: bounded ≥ 0.9 × unbounded on the ordinary mix.
+Goal: batch ≥ 0.9 × unbounded on the ordinary mix. Rates are wall-clock; on a machine whose
+cores are shared the worker waits for a core at each round-trip, so the CPU milliseconds per
+response (this process plus the worker) are printed beside them: the protection's own cost.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from unittest import mock
 
 from omni_r1.config import load_config
 from omni_r1.rewards import accuracy
 from omni_r1.rewards.registry import accuracy_settings
-from omni_r1.rewards.sandbox import SymbolicOutcome, math_verify_equal
+from omni_r1.rewards.sandbox import SymbolicOutcome, math_verify_equal, symbolic_worker
 
-RESPONSES = 500
+RESPONSES = 480
+GROUP = 16  # PeRPO's default generation batch: 2 prompts x 8 rollouts
 Pair = tuple[str, str, tuple[str, ...]]
 
 
@@ -64,37 +71,70 @@ def unbounded_outcome(pred: str, gold: str, settings: accuracy.AccuracySettings)
     return SymbolicOutcome(math_verify_equal(gold, pred, settings.symbolic_timeout_s), False, 0)
 
 
-def throughput(batch: list[Pair], settings: accuracy.AccuracySettings) -> tuple[float, list[float]]:
-    started = time.perf_counter()
-    scores = [accuracy.grade_response(text, gold, settings, choices).score for text, gold, choices in batch]
-    return len(batch) / (time.perf_counter() - started), scores
+def one_by_one(batch: list[Pair], settings: accuracy.AccuracySettings) -> list[float]:
+    return [accuracy.grade_response(text, gold, settings, choices).score for text, gold, choices in batch]
 
 
-def measure(make: Callable[[random.Random], Pair], settings: accuracy.AccuracySettings) -> tuple[float, float]:
-    """Best of three (responses/s) for the bounded and the unbounded path, distinct answers each run."""
-    bounded, unbounded = [], []
+def grouped(batch: list[Pair], settings: accuracy.AccuracySettings) -> list[float]:
+    requests = [accuracy.GradeRequest(text, gold, choices) for text, gold, choices in batch]
+    groups = [requests[i : i + GROUP] for i in range(0, len(requests), GROUP)]
+    return [result.score for group in groups for result in accuracy.grade_responses(group, settings)]
+
+
+Grader = Callable[[list[Pair], accuracy.AccuracySettings], list[float]]
+
+
+def worker_cpu_s(settings: accuracy.AccuracySettings) -> float:
+    """CPU seconds the symbolic worker has used (``/proc/<pid>/stat`` utime + stime)."""
+    pid = symbolic_worker(settings.limits).pid
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(grade: Grader, batch: list[Pair], settings: accuracy.AccuracySettings) -> tuple[float, float, list[float]]:
+    """(responses per wall second, CPU ms per response in this process and the worker, scores)."""
+    started, cpu, worker = time.perf_counter(), time.process_time(), worker_cpu_s(settings)
+    scores = grade(batch, settings)
+    cpu_spent = time.process_time() - cpu + worker_cpu_s(settings) - worker
+    return len(batch) / (time.perf_counter() - started), 1e3 * cpu_spent / len(batch), scores
+
+
+def measure(make: Callable[[random.Random], Pair], settings: accuracy.AccuracySettings) -> dict[str, tuple[float, float]]:
+    """Best of three (responses/s, CPU ms/response) per path; no run repeats an earlier answer."""
+    rates: dict[str, list[tuple[float, float]]] = {"batch": [], "single": [], "unbounded": []}
     for run in range(3):
-        rate, bounded_scores = throughput(responses(make, seed=2 * run), settings)
-        bounded.append(rate)
+        rate, cpu, batch_scores = throughput(grouped, responses(make, seed=3 * run), settings)
+        rates["batch"].append((rate, cpu))
+        rate, cpu, _ = throughput(one_by_one, responses(make, seed=3 * run + 1), settings)
+        rates["single"].append((rate, cpu))
         with mock.patch.object(accuracy, "symbolic_outcome", unbounded_outcome):
-            rate, _ = throughput(responses(make, seed=2 * run + 1), settings)
-            unbounded.append(rate)
-            _, unbounded_scores = throughput(responses(make, seed=2 * run), settings)
-        assert bounded_scores == unbounded_scores, "the bounded grader must give the same scores"
-    return max(bounded), max(unbounded)
+            rate, cpu, _ = throughput(one_by_one, responses(make, seed=3 * run + 2), settings)
+            rates["unbounded"].append((rate, cpu))
+            unbounded_scores = one_by_one(responses(make, seed=3 * run), settings)
+        assert batch_scores == unbounded_scores, "the bounded grader must give the same scores"
+    return {name: (max(r for r, _ in values), min(c for _, c in values)) for name, values in rates.items()}
+
+
+def summary(name: str, paths: dict[str, tuple[float, float]]) -> str:
+    (batch, batch_cpu), (single, _), (unbounded, unbounded_cpu) = paths["batch"], paths["single"], paths["unbounded"]
+    return (
+        f"{name}: batch {batch:.0f} / single {single:.0f} / unbounded {unbounded:.0f} responses/s "
+        f"(batch/unbounded {batch / unbounded:.2f}x), CPU {batch_cpu:.2f} vs {unbounded_cpu:.2f} ms/response "
+        f"(unbounded/batch {unbounded_cpu / batch_cpu:.2f}x)"
+    )
 
 
 def main() -> None:
     settings = accuracy_settings(load_config().reward)
     accuracy.grade_response("Final Answer: x + 1", "1 + x", settings)  # start the worker
     math_verify_equal("x + 1", "1 + x", settings.symbolic_timeout_s)  # import math-verify here too
-    ordinary_bounded, ordinary_unbounded = measure(ordinary_pair, settings)
-    formula_bounded, formula_unbounded = measure(formula_pair, settings)
+    ordinary = measure(ordinary_pair, settings)
+    formulas = measure(formula_pair, settings)
     print(
-        f"grader: ordinary answers {ordinary_bounded:.0f} responses/s bounded vs "
-        f"{ordinary_unbounded:.0f} unbounded = {ordinary_bounded / ordinary_unbounded:.2f}x (goal >= 0.9); "
-        f"formulas only {formula_bounded:.0f} vs {formula_unbounded:.0f} responses/s = "
-        f"{formula_bounded / formula_unbounded:.2f}x [{RESPONSES} distinct responses per run, best of 3]"
+        f"grader: {summary('ordinary answers', ordinary)} (goal >= 0.9x); {summary('formulas only', formulas)} "
+        f"[{RESPONSES} distinct responses per run, groups of {GROUP}, best of 3]"
     )
 
 
