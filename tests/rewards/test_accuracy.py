@@ -144,3 +144,10 @@ def test_never_raises_and_stays_in_range(answer, gold, choices, answer_type, wit
     text = f"Final Answer: {answer}" if with_marker else answer
     score = accuracy_reward(text, gold, tuple(choices), answer_type, settings=SETTINGS)
     assert 0.0 <= score <= 1.0
+
+
+def test_fraction_beyond_float_range_is_not_a_grader_error() -> None:
+    huge = "9" * 400 + "/3"  # int / int overflows a float
+    assert parse_number(huge) is None
+    result = grade(huge, "5")
+    assert result.score == 0.0 and not result.reason.startswith("grader_error")
