@@ -135,10 +135,15 @@ class SymbolicWorker:
         if self._ready:
             return
         assert self._receive is not None
-        if not self._receive.poll(WORKER_START_TIMEOUT_S) or self._receive.recv() != "ready":
+        try:
+            self._ready = self._receive.poll(WORKER_START_TIMEOUT_S) and self._receive.recv() == "ready"
+        except (EOFError, OSError):  # it exited while starting (its error is on stderr)
+            self._ready = False
+        if not self._ready:
             self._stop(kill=True)
-            raise RuntimeError("the grader's symbolic worker (omni_r1.rewards.sandbox) did not start")
-        self._ready = True
+            raise RuntimeError(
+                f"the grader's symbolic worker ({sys.executable} -m omni_r1.rewards.sandbox) did not start"
+            )
 
     def _spawn(self) -> None:
         package_root = str(Path(__file__).resolve().parents[2])

@@ -206,3 +206,11 @@ def test_batch_continues_after_a_limit_hit(worker) -> None:
     assert [o.limit_hit for o in outcomes] == [False, True, False, False]
     assert [o.equal for o in outcomes] == [True, None, True, False]
     assert worker.restarts == 1
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch) -> None:
+    broken = SymbolicWorker(LIMITS)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # exits at once, says nothing
+    with pytest.raises(RuntimeError, match="did not start"):
+        broken.compare("5", "2+3", library_timeout_s=1)
+    broken.close()
