@@ -32,7 +32,8 @@ from benchmarks.bench_generation import small_model
 from omni_r1.config import load_config
 from omni_r1.model.generation import decode_interleaved
 from omni_r1.rewards.registry import RewardBatch
-from omni_r1.training.perpo import PerpoTrainer, PromptItem
+from omni_r1.training.perpo import PerpoTrainer
+from omni_r1.training.rollout import PromptItem
 
 PROMPTS, N, PROMPT_LENGTH, NEW_TOKENS, STEPS = 4, 4, 16, 64, 6
 

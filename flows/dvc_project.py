@@ -25,8 +25,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-TRACKS = ("omni_r1", "omni_r1_zero")
-MANIFEST_PATTERN = "metrics/data_*.json"  # data manifests written by the data stages
+from omni_r1.config import TRACKS
+from omni_r1.tracking import MANIFEST_GLOB
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ class DvcStage:
 
 class DvcCommandError(RuntimeError):
     """A DVC command that exited non-zero; the message carries its command line and stderr."""
+
+
+def manifest_pattern(metrics_dir: str) -> str:
+    """Output path pattern of the data manifests the data stages write (``paths.metrics_dir``)."""
+    return f"{metrics_dir}/{MANIFEST_GLOB}"
 
 
 def load_stages(project: Path) -> list[DvcStage]:
@@ -123,7 +128,7 @@ def producers_of(stages: Sequence[DvcStage], pattern: str) -> list[DvcStage]:
 
 
 def override_args(overrides: Mapping[str, Any]) -> list[str]:
-    """``{"perpo.lr": 1e-6}`` → ``["perpo.lr=1e-06"]`` (``dvc exp run --set-param`` syntax)."""
+    """``{"perpo.learning_rate": 1e-6}`` → ``["perpo.learning_rate=1e-06"]`` (``dvc exp run --set-param`` syntax)."""
     return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
 

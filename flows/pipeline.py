@@ -33,14 +33,12 @@ from pydantic import BaseModel, Field
 
 from flows.dvc_project import apply_overrides, load_stages, run_dvc, select_stages
 from omni_r1 import tracking
-from omni_r1.config import Config, flatten, load_config, read_yaml
+from omni_r1.config import TRACKS, Config, flatten, load_config, read_yaml
 
 OMNIBENCH_GLOB = "omnibench_*.json"
 
 
-class Track(StrEnum):
-    omni_r1 = "omni_r1"
-    omni_r1_zero = "omni_r1_zero"
+Track = StrEnum("Track", {track: track for track in TRACKS})  # the UI form's track choices
 
 
 class Selection(BaseModel):
@@ -129,7 +127,7 @@ def checkout_workspace(project: Path, env: dict[str, str]) -> None:
 
 
 def omnibench_rows(metrics_dir: Path) -> list[dict[str, Any]]:
-    """One row per ``metrics/omnibench_<checkpoint>.json``: its scalar values, flattened."""
+    """One row per ``<metrics_dir>/omnibench_<checkpoint>.json``: its scalar values, flattened."""
     rows = []
     for path in sorted(metrics_dir.glob(OMNIBENCH_GLOB)):
         values = {
@@ -145,7 +143,7 @@ def omnibench_rows(metrics_dir: Path) -> list[dict[str, Any]]:
 def publish_artifacts(
     cfg: Config, project: Path, experiment_id: str, run_id: str, dvc_experiment: str | None
 ) -> None:
-    rows = omnibench_rows(project / "metrics")
+    rows = omnibench_rows(project / cfg.paths.metrics_dir)
     note = (
         f"Omni-Bench accuracy per checkpoint ({len(rows)} checkpoint(s))."
         if rows
@@ -221,7 +219,7 @@ def run_graph(
     if experiment:
         tags["omni_r1.dvc_experiment"] = experiment
     name = f"pipeline {flow_run.get_name() or ''}".strip()
-    with tracking.pipeline_run(cfg, name, tags, metrics_dir=project / "metrics") as parent:
+    with tracking.pipeline_run(cfg, name, tags, metrics_dir=project / cfg.paths.metrics_dir) as parent:
         env = subprocess_env(
             {
                 tracking.PARENT_RUN_ENV: parent.info.run_id,
@@ -239,5 +237,5 @@ def run_graph(
         "parent_run_id": parent.info.run_id,
         "dvc_experiment": experiment,
         "stages": stages,
-        "omnibench": omnibench_rows(project / "metrics"),
+        "omnibench": omnibench_rows(project / cfg.paths.metrics_dir),
     }

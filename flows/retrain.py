@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.dvc_project import MANIFEST_PATTERN, import_stages, load_stages, producers_of, run_dvc
+from flows.dvc_project import import_stages, load_stages, manifest_pattern, producers_of, run_dvc
 from flows.pipeline import (
     Overrides,
     Selection,
@@ -71,9 +71,9 @@ def retrain(
     env = subprocess_env({"MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri})
 
     updated = update_imports(project, env)
-    for stage in producers_of(load_stages(project), MANIFEST_PATTERN):
+    for stage in producers_of(load_stages(project), manifest_pattern(cfg.paths.metrics_dir)):
         run_stage(project, stage.name, env)
-    current = tracking.data_manifest_tags(project / "metrics")
+    current = tracking.data_manifest_tags(project / cfg.paths.metrics_dir)
     changed = data_changes(current, tracking.champion_data_tags(cfg))
 
     result: dict[str, Any] = {"updated_imports": updated, "changed_data": changed}

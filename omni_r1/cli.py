@@ -2,8 +2,8 @@
 
 Every stage command reads params.yaml (``--params``), optionally merges overlays
 (``--overlay``), and calls ``omni_r1.stages.<name>.run(cfg, ...)``. DVC stages and Prefect
-flows call these same commands. A stage whose module is not built yet says so and exits
-with code 2; nothing pretends to succeed.
+flows call these same commands. Serving the Prefect deployments is not a stage: it lives
+with the flows (``python -m flows.serve``), so the library never imports Prefect.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ config_app = typer.Typer(help="Inspect and validate params.yaml.", no_args_is_he
 app.add_typer(config_app, name="config")
 
 console = Console(stderr=True)
-NOT_BUILT_EXIT = 2
 
 ParamsOpt = Annotated[
     Path, typer.Option("--params", "-p", help="Parameters file.", dir_okay=False)
@@ -50,14 +49,8 @@ def _load(params: Path, overlay: list[Path] | None) -> Config:
 
 
 def _run_stage(name: str, cfg: Config, **kwargs: Any) -> Any:
-    try:
-        module = importlib.import_module(f"omni_r1.stages.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"omni_r1.stages.{name}":
-            raise
-        console.print(f"[yellow]stage '{name}' is not built yet[/yellow]")
-        raise typer.Exit(NOT_BUILT_EXIT) from err
-    return module.run(cfg, **kwargs)
+    """Import ``omni_r1.stages.<name>`` on demand (``--help`` stays fast) and run it."""
+    return importlib.import_module(f"omni_r1.stages.{name}").run(cfg, **kwargs)
 
 
 @config_app.command("show")
@@ -154,12 +147,6 @@ def report(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) 
 def promote(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Register the best checkpoint and move the champion alias when it wins."""
     _run_stage("promote", _load(params, overlay))
-
-
-@app.command()
-def serve(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
-    """Serve the Prefect deployments (pipeline, scheduled retrain) from this machine."""
-    _run_stage("serve", _load(params, overlay))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
+TRACKS = ("omni_r1", "omni_r1_zero")  # the training tracks: Omni-R1 and Omni-R1-Zero (paper §4)
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -43,7 +44,6 @@ class PathsConfig(Section):
     metrics_dir: str
 
 
-
 class TrackingConfig(Section):
     experiment: str
     tracking_uri: str
@@ -54,7 +54,6 @@ class TrackingConfig(Section):
 
 class TrajectoryConfig(Section):
     coordinate_decimals: Annotated[int, Field(ge=1, le=6)]
-    max_label_chars: PositiveInt
 
 
 class ExecutorConfig(Section):
@@ -263,7 +262,8 @@ class PerpoConfig(Section):
     Algorithm knobs live in ``grpo``, reward knobs in ``reward``, sampling in ``generation``.
     """
 
-    steps: PositiveInt
+    dataset: str
+    max_steps: PositiveInt
     save_steps: list[PositiveInt]
     train_batch_size: PositiveInt
     gen_batch_size: PositiveInt
@@ -274,12 +274,13 @@ class PerpoConfig(Section):
     ppo_mini_batch_size: PositiveInt
     ppo_epochs: PositiveInt
     micro_batch_size: PositiveInt
-    lr: Annotated[float, Field(gt=0.0)]
+    learning_rate: Annotated[float, Field(gt=0.0)]
     adam_betas: tuple[Probability, Probability]
     warmup_steps: Annotated[int, Field(ge=0)]
     weight_decay: Annotated[float, Field(ge=0.0)]
-    grad_clip: Annotated[float, Field(gt=0.0)]
+    max_grad_norm: Annotated[float, Field(gt=0.0)]
     probe_prompts: Annotated[int, Field(ge=0)]
+    reward_window: PositiveInt
     gallery_examples: Annotated[int, Field(ge=0)]
 
 

@@ -29,7 +29,7 @@ Actions (every output is RGB at ``cfg.resolution`` x ``cfg.resolution``, called 
 - ``PRED(transition: delta)``: the task state is the source of truth. The transition
   named in the action (registry :data:`TRANSITIONS`) maps the state and delta to the
   next state, and the image is that state's ``render(cfg)``; v_{t-1}'s pixels are not
-  used. ``grid_move`` moves the agent of a :class:`GridState` maze.
+  used. ``grid_move`` moves the agent of a :class:`omni_r1.grid.GridState` maze.
 
 :meth:`Executor.execute` never raises: an unknown transition gives an
 ``UNKNOWN_ACTION`` issue, any other argument it cannot apply (a missing image or state, a
@@ -38,8 +38,6 @@ bad delta, a move into a wall) a ``BAD_ARGUMENT`` issue, both with ``image=None`
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -49,11 +47,11 @@ from typing import Any, Protocol
 from PIL import Image, ImageDraw, ImageFont
 
 from omni_r1.config import ExecutorConfig
+from omni_r1.grid import GridState, MoveError
 from omni_r1.trajectory import FormatIssue, IssueKind, Step, Trajectory
 
 RGB = tuple[int, int, int]
 PixelBox = tuple[int, int, int, int]  # (left, top, right, bottom); right and bottom exclusive
-Cell = tuple[int, int]  # (row, col) of a grid cell, row 0 at the top
 
 RESAMPLE: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -146,7 +144,10 @@ def to_canvas(image: Image.Image, cfg: ExecutorConfig) -> Image.Image:
 
 
 def zoom(image: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
-    """ZOOM: crop the box of v_{t-1} and resize it to R x R."""
+    """ZOOM: crop the box of v_{t-1} and resize it to R x R.
+
+    Paper Appendix A.
+    """
     if not isinstance(image, Image.Image):
         raise ExecutionError(f"expected a PIL image, got {type(image).__name__}")
     rgb = image.convert("RGB")
@@ -156,7 +157,10 @@ def zoom(image: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
 
 
 def draw_bbox(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
-    """BBOX: the box outline, ``line_width`` pixels wide, inside the box."""
+    """BBOX: the box outline, ``line_width`` pixels wide, inside the box.
+
+    Paper Appendix A.
+    """
     left, top, right, bottom = pixel_box(action.x, action.y, action.w, action.h, canvas.size)
     draw = ImageDraw.Draw(canvas)
     draw.rectangle((left, top, right - 1, bottom - 1), outline=cfg.box_color, width=cfg.line_width)
@@ -164,7 +168,10 @@ def draw_bbox(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Im
 
 
 def draw_mark(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
-    """MARK: a disc on a contrasting halo at the point, plus the optional label."""
+    """MARK: a disc on a contrasting halo at the point, plus the optional label.
+
+    Paper Appendix A.
+    """
     cx, cy = pixel_point(action.x, action.y, canvas.size)
     radius = cfg.mark_radius
     halo = radius + cfg.line_width
@@ -205,6 +212,8 @@ def _draw_label(
 
 def draw_line(canvas: Image.Image, action: Any, cfg: ExecutorConfig) -> Image.Image:
     """LINE: the segment between the pixels of its two end points.
+
+    Paper Appendix A.
 
     PIL draws a wide line as a polygon that can miss its end pixels, so a one-pixel line
     goes on top: every pixel of the digital segment, end points included, is coloured.
@@ -253,168 +262,6 @@ def register_transition(name: str) -> Callable[[Transition], Transition]:
     return decorator
 
 
-GRID_MOVES: dict[str, Cell] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
-GRID_SYMBOLS = {"wall": "#", "free": ".", "agent": "A", "goal": "G"}
-
-
-@dataclass(frozen=True)
-class GridState:
-    """A maze: ``rows`` x ``cols`` cells, walls, the agent, the goal, the visited trail.
-
-    Cells are ``(row, col)`` with ``(0, 0)`` at the top left. ``visited`` lists the cells
-    the agent has left, oldest first. Construction checks that the agent, the goal and
-    the walls lie inside the grid and that agent and goal are not walls.
-    """
-
-    rows: int
-    cols: int
-    walls: frozenset[Cell]
-    agent: Cell
-    goal: Cell
-    visited: tuple[Cell, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "walls", frozenset(tuple(cell) for cell in self.walls))
-        object.__setattr__(self, "agent", tuple(self.agent))
-        object.__setattr__(self, "goal", tuple(self.goal))
-        object.__setattr__(self, "visited", tuple(tuple(cell) for cell in self.visited))
-        if self.rows <= 0 or self.cols <= 0:
-            raise ValueError(f"grid must have rows, cols > 0, got {self.rows}x{self.cols}")
-        for name, cell in (("agent", self.agent), ("goal", self.goal)):
-            if not self.inside(cell):
-                raise ValueError(f"{name} {cell} lies outside the {self.rows}x{self.cols} grid")
-            if cell in self.walls:
-                raise ValueError(f"{name} {cell} is a wall")
-        outside = sorted(cell for cell in self.walls if not self.inside(cell))
-        if outside:
-            raise ValueError(f"walls {outside} lie outside the {self.rows}x{self.cols} grid")
-
-    @classmethod
-    def from_ascii(cls, text: str) -> GridState:
-        """Read rows of ``#`` (wall), ``.`` (free), ``A`` (agent), ``G`` (goal)."""
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        if not lines or len({len(line) for line in lines}) != 1:
-            raise ValueError("grid text must be non-empty rows of equal length")
-        cells = {(r, c): ch for r, line in enumerate(lines) for c, ch in enumerate(line)}
-        unknown = sorted({ch for ch in cells.values()} - set(GRID_SYMBOLS.values()))
-        if unknown:
-            raise ValueError(f"unknown grid symbols {unknown}; use {sorted(GRID_SYMBOLS.values())}")
-        agents = [cell for cell, ch in cells.items() if ch == "A"]
-        goals = [cell for cell, ch in cells.items() if ch == "G"]
-        if len(agents) != 1 or len(goals) != 1:
-            raise ValueError(f"grid needs one A and one G, got {len(agents)} and {len(goals)}")
-        walls = frozenset(cell for cell, ch in cells.items() if ch == "#")
-        return cls(len(lines), len(lines[0]), walls, agents[0], goals[0])
-
-    def to_ascii(self) -> str:
-        """The grid as :meth:`from_ascii` reads it (the agent wins over the goal)."""
-
-        def symbol(cell: Cell) -> str:
-            if cell == self.agent:
-                return "A"
-            if cell == self.goal:
-                return "G"
-            return "#" if cell in self.walls else "."
-
-        return "\n".join(
-            "".join(symbol((r, c)) for c in range(self.cols)) for r in range(self.rows)
-        )
-
-    def inside(self, cell: Cell) -> bool:
-        return 0 <= cell[0] < self.rows and 0 <= cell[1] < self.cols
-
-    def is_free(self, cell: Cell) -> bool:
-        return self.inside(cell) and cell not in self.walls
-
-    @property
-    def at_goal(self) -> bool:
-        return self.agent == self.goal
-
-    def moved(self, direction: str) -> GridState:
-        """The state after one move ``up``, ``down``, ``left`` or ``right``.
-
-        Raises:
-            ExecutionError: an unknown direction, or a move off the grid or into a wall.
-        """
-        if direction not in GRID_MOVES:
-            raise ExecutionError(f"unknown move {direction!r} (known: {', '.join(GRID_MOVES)})")
-        d_row, d_col = GRID_MOVES[direction]
-        target = (self.agent[0] + d_row, self.agent[1] + d_col)
-        if not self.inside(target):
-            raise ExecutionError(f"move {direction} from {self.agent} leaves the grid")
-        if target in self.walls:
-            raise ExecutionError(f"move {direction} from {self.agent} runs into a wall")
-        return dataclasses.replace(self, agent=target, visited=(*self.visited, self.agent))
-
-    def shortest_path(self) -> tuple[str, ...] | None:
-        """Moves of a shortest agent-to-goal path, or None when the goal is unreachable.
-
-        Breadth-first search trying moves in the order of :data:`GRID_MOVES`, so the same
-        grid always gives the same path.
-        """
-        parents: dict[Cell, tuple[Cell, str] | None] = {self.agent: None}
-        queue = collections.deque([self.agent])
-        while queue:
-            cell = queue.popleft()
-            if cell == self.goal:
-                moves: list[str] = []
-                while (link := parents[cell]) is not None:
-                    cell, move = link
-                    moves.append(move)
-                return tuple(reversed(moves))
-            for move, (d_row, d_col) in GRID_MOVES.items():
-                nxt = (cell[0] + d_row, cell[1] + d_col)
-                if self.is_free(nxt) and nxt not in parents:
-                    parents[nxt] = (cell, move)
-                    queue.append(nxt)
-        return None
-
-    def cell_size(self, resolution: int) -> int:
-        """Side of one square cell in pixels when the grid is drawn at ``resolution``."""
-        side = resolution // max(self.rows, self.cols)
-        if side < 1:
-            raise ValueError(f"{self.rows}x{self.cols} grid does not fit in {resolution} pixels")
-        return side
-
-    def cell_box(self, cell: Cell, resolution: int) -> PixelBox:
-        """Pixel box ``(left, top, right, bottom)`` of a cell; the grid is centred."""
-        side = self.cell_size(resolution)
-        left0 = (resolution - side * self.cols) // 2
-        top0 = (resolution - side * self.rows) // 2
-        left, top = left0 + cell[1] * side, top0 + cell[0] * side
-        return left, top, left + side, top + side
-
-    def render(self, cfg: ExecutorConfig) -> Image.Image:
-        """Draw the grid at R x R: walls and margin ``wall_color``, free cells
-        ``floor_color`` (inset by one pixel when cells are at least 6 pixels, so the grid
-        lines show), goal cell ``goal_color``, trail squares ``line_color``, agent disc
-        ``agent_color``."""
-        side = cfg.resolution
-        cell_px = self.cell_size(side)
-        inset = 1 if cell_px >= 6 else 0
-        canvas = Image.new("RGB", (side, side), cfg.wall_color)
-        draw = ImageDraw.Draw(canvas)
-        for row in range(self.rows):
-            for col in range(self.cols):
-                if (row, col) in self.walls:
-                    continue
-                left, top, right, bottom = self.cell_box((row, col), side)
-                color = cfg.goal_color if (row, col) == self.goal else cfg.floor_color
-                draw.rectangle(_shrink((left, top, right, bottom), inset), fill=color)
-        trail_pad = (cell_px - max(cell_px // 3, 1)) // 2
-        for cell in dict.fromkeys(self.visited):  # each cell once, in first-visit order
-            draw.rectangle(_shrink(self.cell_box(cell, side), trail_pad), fill=cfg.line_color)
-        agent_box = _shrink(self.cell_box(self.agent, side), cell_px // 6)
-        draw.ellipse(agent_box, fill=cfg.agent_color)
-        return canvas
-
-
-def _shrink(box: PixelBox, pad: int) -> tuple[int, int, int, int]:
-    """An exclusive pixel box, shrunk by ``pad`` on every side, as inclusive PIL bounds."""
-    left, top, right, bottom = box
-    return left + pad, top + pad, right - 1 - pad, bottom - 1 - pad
-
-
 def parse_moves(delta: str) -> tuple[str, ...]:
     """``"up, up,left"`` -> ``("up", "up", "left")`` (case-insensitive)."""
     moves = tuple(part.strip().lower() for part in delta.split(","))
@@ -425,13 +272,16 @@ def parse_moves(delta: str) -> tuple[str, ...]:
 
 @register_transition("grid_move")
 def grid_move(state: Any, delta: str) -> GridState:
-    """Move the agent of a :class:`GridState` by one or more comma-separated moves."""
+    """Move the agent of a :class:`GridState` by one or more comma-separated moves.
+
+    PRED, Appendix A.
+    """
     if not isinstance(state, GridState):
         raise ExecutionError(f"grid_move needs a GridState, got {type(state).__name__}")
     for number, move in enumerate(parse_moves(delta), start=1):
         try:
             state = state.moved(move)
-        except ExecutionError as err:
+        except MoveError as err:
             raise ExecutionError(f"move {number} of {delta!r}: {err}") from err
     return state
 
@@ -444,7 +294,10 @@ def _failure(kind: IssueKind, message: str, state: object | None) -> ExecResult:
 
 
 class Executor:
-    """Renders v_t = Exec(a_t, v_{t-1}) for the five atomic actions."""
+    """Renders v_t = Exec(a_t, v_{t-1}) for the five atomic actions.
+
+    Paper Appendix A.
+    """
 
     def __init__(self, cfg: ExecutorConfig) -> None:
         self.cfg = cfg

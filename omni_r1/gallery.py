@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from omni_r1.trajectory import Action, Trajectory, render_action
+from omni_r1.trajectory import Action, Step, render_action
 
 DISPLAY_WIDTH = 192  # CSS width of every image on the page; pixels stay sharp (pixelated)
 
@@ -44,46 +44,69 @@ class GalleryEntry:
     verdict: bool | str | None = None
     name: str | None = None
 
-    @classmethod
-    def from_trajectory(
-        cls,
-        traj: Trajectory,
-        step_images: Sequence[Image.Image | None] | None = None,
-        reference_answer: str | None = None,
-        verdict: bool | str | None = None,
-        name: str | None = None,
-    ) -> GalleryEntry:
-        """An entry from a trajectory and one image per image slot, in order.
 
-        Args:
-            traj: the trajectory (its ``input_images`` are shown as the input).
-            step_images: images for the steps with ``has_image``, in order (e.g. from
-                ``Executor.execute_trajectory`` or decoded model output); when None each
-                step's own ``image`` is used.
-            reference_answer, verdict, name: shown as given (see :class:`GalleryEntry`).
+OUTSIDE_STEP = "(image outside any step)"  # rationale of an image no step has a slot for
 
-        Raises:
-            ValueError: the number of images differs from the number of image slots.
-        """
-        slots = [step for step in traj.steps if step.has_image]
-        images = list(step_images) if step_images is not None else [s.image for s in slots]
-        if len(images) != len(slots):
-            raise ValueError(f"{len(images)} images for {len(slots)} image slots")
-        by_step = iter(images)
-        steps = tuple(
-            GalleryStep(step.rationale, step.action, next(by_step) if step.has_image else None)
-            for step in traj.steps
-        )
-        return cls(
-            question=traj.question,
-            steps=steps,
-            final_answer=traj.final_answer,
-            input_images=tuple(traj.input_images),
-            choices=tuple(traj.choices),
-            reference_answer=reference_answer,
-            verdict=verdict,
-            name=name,
-        )
+
+def place_images(
+    steps: Sequence[Step], images: Sequence[Image.Image | None]
+) -> tuple[GalleryStep, ...]:
+    """The steps as shown, each image given to the next step with an image slot.
+
+    Generated output need not be well formed, so counts may differ: a slot left without an
+    image shows none, and an image left without a slot (e.g. drawn before ``THOUGHT 1``)
+    is shown as an extra step after the others. No image is ever dropped.
+
+    Args:
+        steps: the trajectory's steps (rationale, action, ``has_image``), in order.
+        images: one image per image slot in order, as executed or decoded (None: no image).
+
+    Returns:
+        One :class:`GalleryStep` per step, then one per image left over.
+    """
+    remaining = list(images)
+    shown = [
+        GalleryStep(step.rationale, step.action, remaining.pop(0) if step.has_image and remaining else None)
+        for step in steps
+    ]
+    shown += [GalleryStep(OUTSIDE_STEP, None, image) for image in remaining if image is not None]
+    return tuple(shown)
+
+
+def gallery_entry(
+    question: str,
+    steps: Sequence[Step],
+    images: Sequence[Image.Image | None],
+    final_answer: str | None,
+    *,
+    input_images: Sequence[Image.Image] = (),
+    choices: Sequence[str] = (),
+    reference_answer: str | None = None,
+    verdict: bool | str | None = None,
+    name: str | None = None,
+) -> GalleryEntry:
+    """The one builder of gallery entries: a trajectory's steps with its images placed.
+
+    Used for executed trajectories (images from ``Executor.execute_trajectory``), evaluated
+    predictions and PeRPO rollouts (images decoded from the generated codes).
+
+    Args:
+        question: the question shown.
+        steps: the trajectory's steps, or the steps parsed from generated text.
+        images: the images of the image slots in order (see :func:`place_images`).
+        final_answer: the answer shown (None: "(none)").
+        input_images, choices, reference_answer, verdict, name: shown as given.
+    """
+    return GalleryEntry(
+        question=question,
+        steps=place_images(steps, images),
+        final_answer=final_answer,
+        input_images=tuple(input_images),
+        choices=tuple(choices),
+        reference_answer=reference_answer,
+        verdict=verdict,
+        name=name,
+    )
 
 
 def image_data_uri(image: Image.Image) -> str:

@@ -73,8 +73,8 @@ def manifest_name(path: Path) -> str:
     return Path(path).stem.removeprefix("data_")
 
 
-def data_manifest_tags(metrics_dir: Path | str = "metrics") -> dict[str, str]:
-    """``{"omni_r1.data.<name>": sha256}`` for every ``metrics/data_<name>.json`` present."""
+def data_manifest_tags(metrics_dir: Path | str) -> dict[str, str]:
+    """``{"omni_r1.data.<name>": sha256}`` for every ``<metrics_dir>/data_<name>.json`` present."""
     return {
         f"{DATA_TAG_PREFIX}{manifest_name(path)}": file_sha256(path)
         for path in sorted(Path(metrics_dir).glob(MANIFEST_GLOB))
@@ -82,7 +82,7 @@ def data_manifest_tags(metrics_dir: Path | str = "metrics") -> dict[str, str]:
 
 
 def run_tags(
-    stage: str, extra: Mapping[str, str] | None = None, metrics_dir: Path | str = "metrics"
+    stage: str, extra: Mapping[str, str] | None, metrics_dir: Path | str
 ) -> dict[str, str]:
     tags = {"omni_r1.stage": stage}
     sources = {
@@ -123,8 +123,8 @@ def stage_run(
 def pipeline_run(
     cfg: Config,
     run_name: str,
-    tags: Mapping[str, str] | None = None,
-    metrics_dir: Path | str = "metrics",
+    tags: Mapping[str, str] | None,
+    metrics_dir: Path | str,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the parent run of one pipeline run; stage runs nest under its id.
 

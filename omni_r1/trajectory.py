@@ -102,7 +102,9 @@ class Mark(_Action):
     @model_validator(mode="after")
     def _label(self) -> Mark:
         if self.label is not None and not _LABEL_RE.fullmatch(self.label):
-            raise ValueError(f"label {self.label!r} must be 1-16 characters of [A-Za-z0-9_ .-]")
+            raise ValueError(
+                f"label {self.label!r} must be 1-{MAX_LABEL_CHARS} characters of [A-Za-z0-9_ .-]"
+            )
         return self
 
     def arguments(self) -> list[str]:
@@ -157,7 +159,10 @@ ACTION_TYPES: dict[str, type[_Action]] = {
     "PRED": Pred,
 }
 
-_LABEL_RE = re.compile(r"[A-Za-z0-9_.\- ]{1,16}")
+# Part of the trajectory grammar, like the 64-character PRED delta: stored data, the parser
+# and the format reward must agree on it, so it is a constant of the format, not a parameter.
+MAX_LABEL_CHARS = 16  # longest MARK label
+_LABEL_RE = re.compile(rf"[A-Za-z0-9_.\- ]{{1,{MAX_LABEL_CHARS}}}")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 _DELTA_RE = re.compile(r"[^()\n\r]{1,64}")
 

@@ -5,8 +5,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from codebase import module_files, restated_defaults, unread_leaves
 
-from omni_r1.config import Config, ConfigError, deep_merge, dvc_set_params, load_config
+from omni_r1.config import (
+    TRACKS,
+    Config,
+    ConfigError,
+    Section,
+    deep_merge,
+    dvc_set_params,
+    flatten,
+    load_config,
+)
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -90,3 +100,74 @@ def test_dvc_set_params_flattens(tmp_path: Path) -> None:
     overlay = _write(tmp_path / "o.yaml", {"a": {"b": 1, "c": [1, 2]}, "d": "x"})
     args = dvc_set_params(overlay)
     assert args == ["-S", "a.b=1", "-S", f"a.c={json.dumps([1, 2])}", "-S", 'd="x"']
+
+
+def _readers() -> list[Path]:
+    """Every module that may read the configuration: the library (but config.py) and the flows."""
+    files = {**module_files("omni_r1"), **module_files("flows")}
+    return [path for module, path in files.items() if module != "omni_r1.config"]
+
+
+def test_every_params_leaf_is_read_somewhere() -> None:
+    assert unread_leaves(Config, _readers()) == []
+
+
+def test_a_dead_key_is_reported(tmp_path: Path) -> None:
+    class Perpo(Section):
+        learning_rate: float
+        never_read_anywhere: int
+
+    class Extended(Section):
+        perpo: Perpo
+
+    assert unread_leaves(Extended, _readers()) == ["perpo.never_read_anywhere"]
+    reader = tmp_path / "reader.py"
+    reader.write_text("def f(cfg):\n    return cfg.perpo.never_read_anywhere\n")
+    assert unread_leaves(Extended, [*_readers(), reader]) == []
+
+
+def test_no_library_default_restates_a_params_value(repo_root: Path) -> None:
+    params = dict(flatten(_defaults(repo_root)))
+    assert restated_defaults(_readers(), params) == []
+
+
+def test_a_restated_default_is_reported(repo_root: Path, tmp_path: Path) -> None:
+    params = dict(flatten(_defaults(repo_root)))
+    source = tmp_path / "writer.py"
+    shard_size, on_bad_record = params["data.shard_size"], params["data.on_bad_record"]
+    source.write_text(
+        f"def write(records, shard_size={shard_size!r}, *, on_bad_record={on_bad_record!r}, window=3):\n"
+        "    pass\n"
+    )
+    found = restated_defaults([source], params)
+    assert [item.split(" ", 1)[1] for item in found] == [
+        f"write(shard_size={params['data.shard_size']!r})",
+        f"write(on_bad_record={params['data.on_bad_record']!r})",
+    ]
+
+
+SYNONYMS = (("learning_rate", "lr"), ("max_grad_norm", "grad_clip", "clip_grad"), ("max_steps", "steps"))
+
+
+def test_one_spelling_per_idea_across_sections(repo_root: Path) -> None:
+    names = {dotted.rsplit(".", 1)[-1] for dotted, _ in flatten(_defaults(repo_root))}
+    for spellings in SYNONYMS:
+        assert len(names & set(spellings)) <= 1, spellings
+
+
+def test_dvc_yaml_loops_over_the_config_tracks(repo_root: Path) -> None:
+    params = _defaults(repo_root)
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+
+    def resolved(value):  # "${pesft.datasets}" -> that params.yaml value
+        if not (isinstance(value, str) and value.startswith("${")):
+            return value
+        node = params
+        for key in value.strip("${}").split("."):
+            node = node[key]
+        return node
+
+    loops = [resolved(stage["foreach"]) for stage in stages.values() if "foreach" in stage]
+    loops += [stage["matrix"]["track"] for stage in stages.values() if "track" in stage.get("matrix", {})]
+    assert len(loops) >= 4  # pesft, perpo, evaluate_pesft, evaluate
+    assert all(tuple(loop) == TRACKS for loop in loops)  # a dict loops over its keys

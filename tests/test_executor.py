@@ -14,10 +14,10 @@ from omni_r1.executor import (
     TRANSITIONS,
     ExecutionError,
     Executor,
-    GridState,
     pixel_box,
     register_transition,
 )
+from omni_r1.grid import GridState
 from omni_r1.trajectory import BBox, IssueKind, Line, Mark, Pred, Step, Trajectory, Zoom
 
 QUADRANTS = {

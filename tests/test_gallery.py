@@ -13,10 +13,16 @@ import pytest
 from PIL import Image
 
 from omni_r1.config import Config
-from omni_r1.executor import Executor, GridState
-from omni_r1.gallery import GalleryEntry, GalleryStep, image_data_uri, render_gallery_html
+from omni_r1.gallery import (
+    OUTSIDE_STEP,
+    GalleryEntry,
+    GalleryStep,
+    gallery_entry,
+    image_data_uri,
+    render_gallery_html,
+)
 from omni_r1.stages import gallery as gallery_stage
-from omni_r1.trajectory import BBox, Mark, Step, Trajectory, Zoom, render_trajectory
+from omni_r1.trajectory import BBox, Mark, Step, Trajectory, Zoom
 
 DATA_URI_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 NASTY = "<script>alert(\"x\")</script> & 'quotes'"
@@ -105,8 +111,8 @@ def test_data_uri_is_a_png_of_the_image() -> None:
     assert decoded.convert("RGB").getpixel((3, 3)) == (1, 2, 3)
 
 
-def test_entry_from_trajectory_places_images_on_image_steps() -> None:
-    traj = Trajectory(
+def image_steps_trajectory() -> Trajectory:
+    return Trajectory(
         question="q",
         input_images=(solid((10, 10), (0, 0, 0)),),
         steps=(
@@ -116,45 +122,31 @@ def test_entry_from_trajectory_places_images_on_image_steps() -> None:
         ),
         final_answer="a",
     )
+
+
+def test_entry_places_images_on_image_steps() -> None:
+    traj = image_steps_trajectory()
     images = [solid((4, 4), (1, 1, 1)), solid((4, 4), (2, 2, 2))]
-    entry = GalleryEntry.from_trajectory(traj, images, verdict=True)
+    entry = gallery_entry(
+        traj.question, traj.steps, images, traj.final_answer,
+        input_images=traj.input_images, verdict=True,
+    )  # fmt: skip
     assert [step.image for step in entry.steps] == [images[0], None, images[1]]
     assert entry.steps[2].action == traj.steps[2].action
-    assert entry.verdict is True
-    with pytest.raises(ValueError, match="1 images for 2 image slots"):
-        GalleryEntry.from_trajectory(traj, images[:1])
+    assert entry.input_images == traj.input_images and entry.verdict is True
 
 
-def example_fingerprint(examples: list) -> list[tuple[str, str, bytes]]:
-    return [
-        (name, render_trajectory(traj), traj.input_images[0].tobytes())
-        for name, traj, _ in examples
-    ]
-
-
-def test_examples_are_seeded_and_execute_cleanly(cfg: Config) -> None:
-    decimals = cfg.trajectory.coordinate_decimals
-    first = gallery_stage.build_examples(4, 7, cfg.executor, decimals)
-    again = gallery_stage.build_examples(4, 7, cfg.executor, decimals)
-    other = gallery_stage.build_examples(4, 8, cfg.executor, decimals)
-    assert example_fingerprint(first) == example_fingerprint(again)
-    assert example_fingerprint(first) != example_fingerprint(other)
-    kinds = {step.action.kind for _, traj, _ in first for step in traj.steps if step.action}
-    assert kinds == {"ZOOM", "BBOX", "MARK", "LINE", "PRED"}
-    executor = Executor(cfg.executor)
-    for _, traj, state in first:
-        images = executor.execute_trajectory(traj, None, state)
-        assert len(images) == sum(step.has_image for step in traj.steps)
-
-
-def test_maze_path_reaches_the_goal(cfg: Config) -> None:
-    examples = gallery_stage.build_examples(4, 3, cfg.executor, cfg.trajectory.coordinate_decimals)
-    _, traj, state = examples[3]
-    assert isinstance(state, GridState)
-    for step in traj.steps:
-        for move in step.action.delta.split(","):
-            state = state.moved(move.strip())
-    assert state.at_goal
+def test_entry_keeps_images_beyond_the_image_slots_and_leaves_missing_ones_empty() -> None:
+    traj = image_steps_trajectory()
+    images = [solid((4, 4), (value, value, value)) for value in (1, 2, 3, 4)]
+    entry = gallery_entry(traj.question, traj.steps, images, traj.final_answer)
+    shown = [step.image for step in entry.steps if step.image is not None]
+    assert shown == images  # every image, in order
+    assert [step.rationale for step in entry.steps[3:]] == [OUTSIDE_STEP, OUTSIDE_STEP]
+    page = render_gallery_html([entry], title="t")
+    assert page.count('alt="step') == 4
+    short = gallery_entry(traj.question, traj.steps, images[:1], traj.final_answer)
+    assert [step.image for step in short.steps] == [images[0], None, None]
 
 
 def test_stage_writes_page_metrics_and_mlflow_artifact(

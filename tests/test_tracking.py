@@ -27,7 +27,9 @@ def cfg(tmp_path, monkeypatch):
 
 def test_stage_runs_nest_under_the_parent_and_carry_tags(cfg, monkeypatch):
     monkeypatch.setenv(tracking.DVC_EXPERIMENT_ENV, "exp-a")
-    with tracking.pipeline_run(cfg, "pipeline test", {"omni_r1.prefect_flow_run_id": "f1"}) as parent:
+    with tracking.pipeline_run(
+        cfg, "pipeline test", {"omni_r1.prefect_flow_run_id": "f1"}, cfg.paths.metrics_dir
+    ) as parent:
         monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent.info.run_id)
     with tracking.stage_run(cfg, "prepare") as child:  # a stage process after the parent opened
         pass

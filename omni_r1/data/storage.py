@@ -108,7 +108,7 @@ def write_records(
     out_dir: Path | str,
     *,
     name: str | None = None,
-    shard_size: int = 256,
+    shard_size: int,
     skipped: Mapping[str, int] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:

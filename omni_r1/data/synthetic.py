@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from omni_r1.config import Config, SyntheticDataConfig
 from omni_r1.data.records import Record, RecordStep, skills_of, to_png
+from omni_r1.grid import GRID_MOVES, GridState, sample_maze
 from omni_r1.trajectory import BBox, Line, Mark, Pred, Zoom
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -42,7 +42,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 130, 20),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-MOVES: dict[str, tuple[int, int]] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 SOURCE = "synthetic"
 
 
@@ -231,45 +230,19 @@ def trace_rectangle(meta: dict[str, Any], decimals: int) -> tuple[str, list[tupl
 # ----------------------------------------------------------------------------- vision_operational
 def sample_grid(rng: random.Random, knobs: SyntheticDataConfig, size: int) -> dict[str, Any]:
     """Walls, agent and goal such that the goal is reachable in 1..grid_max_moves moves."""
-    n = knobs.grid_size
-    cells = [(r, c) for r in range(n) for c in range(n)]
-    for _ in range(1000):
-        walls = sorted(rng.sample(cells, round(knobs.grid_wall_fraction * n * n)))
-        free = [cell for cell in cells if cell not in set(walls)]
-        agent, goal = rng.sample(free, 2)
-        meta = {"size": size, "rows": n, "cols": n, "walls": [list(w) for w in walls],
-                "agent": list(agent), "goal": list(goal)}
-        path = shortest_path(meta)
-        if path is not None and 1 <= len(path) <= knobs.grid_max_moves:
-            return meta
-    raise RuntimeError("could not sample a solvable grid; lower grid_wall_fraction")
+    state, _ = sample_maze(rng, knobs.grid_size, knobs.grid_wall_fraction, knobs.grid_max_moves)
+    return {"size": size, "rows": state.rows, "cols": state.cols,
+            "walls": [list(w) for w in sorted(state.walls)],
+            "agent": list(state.agent), "goal": list(state.goal)}
 
 
-def shortest_path(meta: dict[str, Any]) -> list[str] | None:
-    """Breadth-first search from agent to goal; ties broken in MOVES order (up, down, left, right)."""
-    walls = {tuple(w) for w in meta["walls"]}
-    start, goal = tuple(meta["agent"]), tuple(meta["goal"])
-    parents: dict[tuple[int, int], tuple[tuple[int, int], str] | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        if cell == goal:
-            moves: list[str] = []
-            while parents[cell] is not None:
-                cell, move = parents[cell]  # type: ignore[misc]
-                moves.append(move)
-            return moves[::-1]
-        for move, (dr, dc) in MOVES.items():
-            nxt = (cell[0] + dr, cell[1] + dc)
-            if 0 <= nxt[0] < meta["rows"] and 0 <= nxt[1] < meta["cols"] and nxt not in walls and nxt not in parents:
-                parents[nxt] = (cell, move)
-                queue.append(nxt)
-    return None
+def shortest_path(meta: dict[str, Any]) -> tuple[str, ...] | None:
+    """The maze's shortest agent-to-goal moves (:meth:`omni_r1.grid.GridState.shortest_path`)."""
+    return grid_state(meta).shortest_path()
 
 
-def grid_state(meta: dict[str, Any]) -> Any:
-    from omni_r1.executor import GridState
-
+def grid_state(meta: dict[str, Any]) -> GridState:
+    """The :class:`GridState` a ``vision_operational`` record's ``meta`` describes."""
     return GridState(rows=meta["rows"], cols=meta["cols"], walls=frozenset(tuple(w) for w in meta["walls"]),
                      agent=tuple(meta["agent"]), goal=tuple(meta["goal"]))
 
@@ -282,13 +255,13 @@ def solve_grid(meta: dict[str, Any]) -> str:
 
 
 def trace_grid(meta: dict[str, Any], decimals: int) -> tuple[str, list[tuple[str, Any]], list[str]]:
-    path = shortest_path(meta) or []
+    path = shortest_path(meta) or ()
     question = "How many moves does the agent need to reach the goal? Walls block moves."
     steps: list[tuple[str, Any]] = [(f"Move {move}.", Pred(transition="grid_move", delta=move)) for move in path]
     steps.append((f"The agent reached the goal in {len(path)} moves.", None))
     cell, text_cot = tuple(meta["agent"]), []
     for move in path:
-        cell = (cell[0] + MOVES[move][0], cell[1] + MOVES[move][1])
+        cell = (cell[0] + GRID_MOVES[move][0], cell[1] + GRID_MOVES[move][1])
         text_cot.append(f"Move {move} to row {cell[0]}, column {cell[1]}.")
     text_cot.append(f"That is {len(path)} moves.")
     return question, steps, text_cot

@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-TRACKS = ("omni_r1", "omni_r1_zero")
+from omni_r1.config import TRACKS
+
 BASE_STEP = "base"
 PESFT_STEP = "pesft"
 NO_PERCEPTION_PREFIX = "no_perception_"

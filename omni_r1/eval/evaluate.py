@@ -92,7 +92,7 @@ def slice_of(record: Record) -> str:
     return str(record.meta.get("omnibench_slice", record.uni_task))
 
 
-def load_bench(dataset_dir: Path | str, encoded_dir: Path | str, max_per_slice: int = 0) -> list[BenchItem]:
+def load_bench(dataset_dir: Path | str, encoded_dir: Path | str, max_per_slice: int) -> list[BenchItem]:
     """Omni-Bench records with their cached input-image codes, in file order.
 
     Args:

@@ -115,7 +115,10 @@ def gold_for_judge(gold: str, choices: Sequence[str]) -> str:
 
 
 def judge_messages(gold: str, answer: str) -> list[dict[str, str]]:
-    """Chat messages of one judgement: the instructions, then the pair to compare."""
+    """Chat messages of one judgement: the instructions, then the pair to compare.
+
+    Paper Appendix F.
+    """
     pair = f"Ground truth: {gold}\nModel answer: {answer}\nIs the model answer correct?"
     return [
         {"role": "system", "content": JUDGE_INSTRUCTIONS},
@@ -266,6 +269,8 @@ JUDGES: dict[str, Callable[[JudgeConfig, RewardConfig], Judge]] = {
 
 def build_judge(judge: JudgeConfig, reward: RewardConfig) -> Judge:
     """The judge named by ``judge.name``.
+
+    Rule judge: the Appendix B verifier; LLM judge: paper Appendix F.
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).

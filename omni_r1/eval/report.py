@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omni_r1.config import TRACKS
 from omni_r1.data.records import UNI_TASKS
 from omni_r1.eval.checkpoints import (
     BASE_STEP,
     PESFT_STEP,
-    TRACKS,
     CheckpointRef,
     parse_metrics_name,
 )

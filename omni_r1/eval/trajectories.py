@@ -6,8 +6,9 @@ VQ decoder), its final answer, the reference answer and the judge's verdict. Ren
 :func:`omni_r1.gallery.render_gallery_html` (one self-contained page).
 
 Generated output need not be well formed: images are given to the parsed steps that have an
-image slot, in order; an image the parser could not place in a step (e.g. written before
-``THOUGHT 1``) is shown as an extra step, so every decoded image appears on the page.
+image slot, in order, by :func:`omni_r1.gallery.gallery_entry`; an image the parser could not
+place in a step (e.g. written before ``THOUGHT 1``) is shown as an extra step, so every
+decoded image appears on the page.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from omni_r1.data.records import from_png
-from omni_r1.gallery import GalleryEntry, GalleryStep, render_gallery_html
+from omni_r1.gallery import GalleryEntry, gallery_entry, render_gallery_html
 from omni_r1.trajectory import parse_trajectory
 
 Decoder = Callable[[torch.Tensor], list[Image.Image]]  # codes [n, H*W] -> images
@@ -39,27 +40,18 @@ def spread_over_slices(slices: Sequence[str], count: int) -> list[int]:
     return sorted(chosen)
 
 
-def gallery_steps(response: str, images: Sequence[Image.Image]) -> tuple[GalleryStep, ...]:
-    """Parsed steps of a generated response with its decoded images placed in order."""
-    parsed = parse_trajectory(response)
-    remaining = list(images)
-    steps = []
-    for step in parsed.steps:
-        image = remaining.pop(0) if step.has_image and remaining else None
-        steps.append(GalleryStep(step.rationale, step.action, image))
-    steps += [GalleryStep("(image outside any step)", None, image) for image in remaining]
-    return tuple(steps)
-
-
-def gallery_entry(row: dict[str, Any], input_pngs: Sequence[bytes], decode: Decoder | None) -> GalleryEntry:
+def prediction_entry(
+    row: dict[str, Any], input_pngs: Sequence[bytes], decode: Decoder | None
+) -> GalleryEntry:
     """One predictions row → a gallery entry (see the module docstring)."""
     codes = torch.tensor(row["image_codes"], dtype=torch.long)  # [n, H*W]
     images = decode(codes) if decode is not None and codes.numel() else []
-    return GalleryEntry(
-        question=row["question"],
-        steps=gallery_steps(row["response"], images),
-        final_answer=row["prediction"] or None,
-        input_images=tuple(from_png(png) for png in input_pngs),
+    return gallery_entry(
+        row["question"],
+        parse_trajectory(row["response"]).steps,
+        images,
+        row["prediction"] or None,
+        input_images=[from_png(png) for png in input_pngs],
         reference_answer=row["gold"],
         verdict=bool(row["verdict"]),
         name=f"{row['slice']} · {row['record_id']}",
@@ -83,5 +75,5 @@ def render_checkpoint_gallery(
         title: page title.
     """
     chosen = spread_over_slices([row["slice"] for row in rows], examples)
-    entries = [gallery_entry(rows[i], input_pngs[i], decode) for i in chosen]
+    entries = [prediction_entry(rows[i], input_pngs[i], decode) for i in chosen]
     return render_gallery_html(entries, title)

@@ -73,7 +73,7 @@ class OmniR1VLM(_VLMEvalKitBase):
 
     INTERLEAVE = True
 
-    def __init__(self, omni: Any, generation: GenerationConfig, decoding: str = "greedy", batch_size: int = 1):
+    def __init__(self, omni: Any, generation: GenerationConfig, decoding: str, batch_size: int = 1):
         """Args:
         omni: the loaded model (``model``, ``tokenizer``, ``layout``).
         generation: budget, image cap and sampling settings (params.yaml ``generation``).

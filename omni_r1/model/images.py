@@ -80,14 +80,14 @@ def _vqmodel(omni_or_model: OmniModel | ChameleonForConditionalGeneration | Cham
 def encode_images(
     omni_or_model: OmniModel | ChameleonForConditionalGeneration | ChameleonVQVAE,
     images: Sequence[Image.Image],
-    batch_size: int = 16,
+    images_per_pass: int = 16,
 ) -> torch.LongTensor:
     """Codebook indices of ``images`` from the model's VQ encoder.
 
     Args:
         omni_or_model: anything holding the Chameleon VQ model.
         images: PIL images of any size and mode (resized and cropped to the VQ resolution).
-        batch_size: images encoded per forward pass.
+        images_per_pass: images encoded per forward pass (memory only; the codes do not depend on it).
 
     Returns:
         ``[N, H*W]`` codebook indices on CPU, row-major over the H x W grid.
@@ -95,8 +95,8 @@ def encode_images(
     vqmodel = _vqmodel(omni_or_model)
     parameter = next(vqmodel.parameters())
     codes: list[torch.Tensor] = []
-    for start in range(0, len(images), batch_size):
-        pixels = preprocess_images(images[start : start + batch_size], vqmodel.config.resolution)
+    for start in range(0, len(images), images_per_pass):
+        pixels = preprocess_images(images[start : start + images_per_pass], vqmodel.config.resolution)
         pixels = pixels.to(device=parameter.device, dtype=parameter.dtype)  # [b, 3, S, S]
         indices = vqmodel.encode(pixels, return_dict=True).image_tokens  # [b*H*W]
         codes.append(indices.view(pixels.shape[0], -1).cpu())  # [b, H*W]
@@ -110,7 +110,7 @@ def decode_codes(
     decoder: VQDecoder,
     vqmodel: ChameleonVQVAE,
     codes: torch.Tensor,
-    batch_size: int = 16,
+    images_per_pass: int = 16,
 ) -> list[Image.Image]:
     """Codebook indices ``[N, H*W]`` → PIL images (codebook lookup, post-quant conv, decoder).
 
@@ -118,15 +118,15 @@ def decode_codes(
         decoder: the VQ decoder matching ``vqmodel``'s config.
         vqmodel: holds the codebook (``quantize.embedding``) and ``post_quant_conv``.
         codes: ``[N, H*W]`` indices in ``[0, num_embeddings)`` with a square grid.
-        batch_size: images decoded per forward pass.
+        images_per_pass: images decoded per forward pass (memory only).
     """
     grid = int(round(codes.shape[-1] ** 0.5))
     if grid * grid != codes.shape[-1]:
         raise ValueError(f"decode_codes: {codes.shape[-1]} codes per image is not a square grid")
     parameter = next(decoder.parameters())
     images: list[Image.Image] = []
-    for start in range(0, codes.shape[0], batch_size):
-        batch = codes[start : start + batch_size].to(vqmodel.quantize.embedding.weight.device)
+    for start in range(0, codes.shape[0], images_per_pass):
+        batch = codes[start : start + images_per_pass].to(vqmodel.quantize.embedding.weight.device)
         vectors = vqmodel.quantize.embedding(batch)  # [b, H*W, D]
         latent = vectors.view(batch.shape[0], grid, grid, -1).permute(0, 3, 1, 2)  # [b, D, H, W]
         latent = vqmodel.post_quant_conv(latent)  # [b, C_latent, H, W]

@@ -20,7 +20,7 @@ from omni_r1.model.logits import forward_logits
 def logprobs_from_logits(
     logits: torch.Tensor,
     targets: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log softmax(logits / T) at the target tokens, and optionally the entropy.
@@ -52,7 +52,8 @@ def token_logprobs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     target_mask: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    *,
+    temperature: float,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of every next token of ``input_ids`` under ``model``, image tokens included.

@@ -100,7 +100,10 @@ _TRAILING_PUNCT_RE = re.compile(r"[\s.,;:!?。]+$")
 
 
 def extract_final_answer(text: Any) -> str | None:
-    """The span after the last ``Final Answer:``, or None when there is none or it is empty."""
+    """The span after the last ``Final Answer:``, or None when there is none or it is empty.
+
+    Paper Appendix B.
+    """
     answer = parse_trajectory(text).final_answer
     return answer if answer else None
 
@@ -131,6 +134,8 @@ def _strip_math_delimiters(text: str) -> str:
 
 def normalize_answer(text: str) -> str:
     """Canonical answer text: wrappers, phrases, emphasis and trailing punctuation removed.
+
+    Paper Appendix B.
 
     Case is kept (the choice check needs ``A`` vs ``a``); the text check folds it.
     """
@@ -470,7 +475,8 @@ def grade_answer(
 ) -> AccuracyResult:
     """Grade an already extracted answer span against the gold (ordered checks, see module doc).
 
-    ``symbolic`` answers the symbolic check (default :func:`symbolic_outcome`, the worker).
+    Paper Appendix B. ``symbolic`` answers the symbolic check (default :func:`symbolic_outcome`,
+    the worker).
     """
     pred, gold_norm = normalize_answer(str(answer)), normalize_answer(str(gold))
     if not pred:
@@ -506,6 +512,8 @@ def grade_response(
     symbolic: SymbolicFn | None = None,
 ) -> AccuracyResult:
     """Extract the final answer from a whole response and grade it. Never raises.
+
+    Paper §4.2 accuracy reward, Appendix B.
 
     Args:
         prediction_text: the model's response (text, image segments shown as ``<image>``).
@@ -603,5 +611,8 @@ def grade_response_strict(
     choices: Sequence[str] = (),
     answer_type: AnswerType | None = None,
 ) -> AccuracyResult:
-    """:func:`grade_response` without partial credit: every score is 0 or 1."""
+    """:func:`grade_response` without partial credit: every score is 0 or 1.
+
+    Paper Appendix B.
+    """
     return grade_response(prediction_text, gold, strict_settings(settings), choices, answer_type)

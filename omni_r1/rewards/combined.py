@@ -41,6 +41,8 @@ def official_combination(
 ) -> torch.Tensor:
     """R = w_pe·pe + (1 − w_pe)(w_acc·acc + w_fmt·fmt) with an image, else w_acc·acc + w_fmt·fmt.
 
+    Paper §4.2, official code.
+
     Args:
         accuracy, format_score: [B] in [0, 1].
         perception: [B], NaN allowed where ``has_image`` is False.
@@ -62,7 +64,10 @@ def paper_combination(
     has_image: torch.Tensor,
     weights: RewardWeights,
 ) -> torch.Tensor:
-    """R = w_acc·acc + w_fmt·fmt + w_pe·pe, the pe term only where an image exists. [B]."""
+    """R = w_acc·acc + w_fmt·fmt + w_pe·pe, the pe term only where an image exists. [B].
+
+    Paper §4.2.
+    """
     text_part = weights.accuracy * accuracy + weights.format * format_score  # [B]
     pe = torch.where(has_image, torch.nan_to_num(perception, nan=0.0), torch.zeros_like(perception))
     return text_part + weights.perception * pe

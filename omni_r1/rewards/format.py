@@ -17,13 +17,19 @@ from omni_r1.trajectory import FINAL_ANSWER, THOUGHT_PREFIX, parse_trajectory
 
 
 def trajectory_format_reward(text: Any) -> float:
-    """1.0 when the response parses as a trajectory without issues and has an answer."""
+    """1.0 when the response parses as a trajectory without issues and has an answer.
+
+    Paper §4.2 format reward; the syntax of Appendix A.
+    """
     parsed = parse_trajectory(text)
     return 1.0 if parsed.ok and bool(parsed.final_answer) else 0.0
 
 
 def official_format_reward(text: Any) -> float:
-    """1.0 when ``THOUGHT`` and ``Final Answer:`` both occur in the response."""
+    """1.0 when ``THOUGHT`` and ``Final Answer:`` both occur in the response.
+
+    Paper §4.2 format reward as the official code checks it.
+    """
     if not isinstance(text, str):
         return 0.0
     return 1.0 if THOUGHT_PREFIX in text and FINAL_ANSWER in text else 0.0

@@ -19,8 +19,8 @@ image earns no perception term.
 The batch path is vectorised over all segments of the batch: segments are found with
 tensor ops, codes gathered into [N, H·W], one embedding lookup (or one lookup in a
 precomputed squared-distance table), one TV computation, one per-response reduction.
-:func:`perception_score_reference` is the plain per-segment loop, kept for tests and the
-benchmark.
+The plain per-segment loop it is checked against lives with the tests
+(``tests/perception_reference.py``).
 """
 
 from __future__ import annotations
@@ -60,12 +60,18 @@ class PerceptionScores:
 
 
 def exp_score(tv: torch.Tensor, tau: float) -> torch.Tensor:
-    """Paper: exp(−TV/τ)."""
+    """Paper: exp(−TV/τ).
+
+    Paper §4.2, Eq. 10.
+    """
     return torch.exp(-tv / tau)
 
 
 def inv_score(tv: torch.Tensor, tau: float) -> torch.Tensor:
-    """Official default: 1 / (1 + TV/τ)."""
+    """Official default: 1 / (1 + TV/τ).
+
+    Paper §4.2, Eq. 10 as the official code maps it.
+    """
     return 1.0 / (1.0 + tv / tau)
 
 
@@ -126,6 +132,8 @@ def find_image_segments(
 ) -> ImageSegments:
     """Find every complete segment (BOI, exactly H·W image tokens, EOI) with tensor ops.
 
+    Paper §4.2: only complete segments count.
+
     Args:
         response_ids: [B, L] generated token ids.
         response_mask: [B, L] 1 for real response tokens, 0 for padding.
@@ -161,6 +169,8 @@ def segment_total_variation(
 ) -> torch.Tensor:
     """TV of each segment from one embedding lookup.
 
+    Paper §4.2.
+
     Args:
         codes: [N, H*W] codebook indices, row-major.
         codebook: [K, D] frozen VQ embeddings E.
@@ -190,6 +200,8 @@ def segment_total_variation_from_table(
     codes: torch.Tensor, squared_distances: torch.Tensor, dim: int, grid_h: int, grid_w: int
 ) -> torch.Tensor:
     """The same TV as :func:`segment_total_variation`, from a [K, K] distance table.
+
+    Paper §4.2.
 
     Only N·H·W scalar lookups: no [N, H, W, D] tensor is materialised.
     """
@@ -230,6 +242,8 @@ def perception_score(
 ) -> PerceptionScores:
     """Perception reward of a batch of responses, vectorised over all segments.
 
+    Paper §4.2 perception reward, Eq. 10.
+
     Args:
         response_ids: [B, L] generated token ids.
         response_mask: [B, L] 1 on response tokens.
@@ -261,67 +275,3 @@ def perception_score(
         segment_tv=tv,
         segment_batch_index=segments.batch_index,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference implementation: one Python iteration per token and per segment
-# ---------------------------------------------------------------------------------------------
-
-
-def perception_score_reference(
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    codebook: torch.Tensor,
-    layout: TokenLayout,
-    *,
-    tau: float,
-    score_map: str,
-    aggregation: str,
-) -> PerceptionScores:
-    """Straightforward loop version of :func:`perception_score` (for tests and benchmarks)."""
-    span, dim = layout.tokens_per_image, codebook.shape[1]
-    scores, counts, all_tv, all_index = [], [], [], []
-    for row, (ids, mask) in enumerate(zip(response_ids.tolist(), response_mask.tolist(), strict=True)):
-        row_scores = []
-        for pos, token in enumerate(ids):
-            end = pos + span + 1
-            if token != layout.boi_id or not mask[pos] or end >= len(ids):
-                continue
-            body = ids[pos + 1 : end]
-            if ids[end] != layout.eoi_id or not all(mask[pos : end + 1]):
-                continue
-            if not all(layout.image_token_start <= t < layout.image_token_end for t in body):
-                continue
-            z = codebook[torch.tensor(body) - layout.image_token_start]  # [S, D]
-            z = z.view(layout.grid_h, layout.grid_w, dim)  # [H, W, D]
-            tv = 0.0
-            if layout.grid_w > 1:
-                tv += float((z[:, 1:] - z[:, :-1]).pow(2).sum(-1).mean())
-            if layout.grid_h > 1:
-                tv += float((z[1:] - z[:-1]).pow(2).sum(-1).mean())
-            tv /= dim
-            all_tv.append(tv)
-            all_index.append(row)
-            row_scores.append(float(SCORE_MAPS[score_map](torch.tensor(tv), tau)))
-        counts.append(len(row_scores))
-        scores.append(_reduce_list(row_scores, aggregation))
-    return PerceptionScores(
-        score=torch.tensor(scores, dtype=codebook.dtype),
-        has_image=torch.tensor(counts) > 0,
-        segment_count=torch.tensor(counts),
-        segment_tv=torch.tensor(all_tv, dtype=codebook.dtype),
-        segment_batch_index=torch.tensor(all_index, dtype=torch.long),
-    )
-
-
-def _reduce_list(values: list[float], aggregation: str) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return {
-        "min": ordered[0],
-        "max": ordered[-1],
-        "mean": sum(ordered) / len(ordered),
-        "median": ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle]),
-    }[aggregation]

@@ -111,6 +111,8 @@ def score_batch(
 ) -> RewardBatch:
     """Score B responses: R = combination(acc, fmt, pe) as named in ``cfg``.
 
+    Paper §4.2, Appendix B.
+
     Args:
         texts: B decoded responses (image segments shown as ``<image>``).
         golds: B reference answers.

@@ -1,8 +1,8 @@
 """Stage ``perpo``: perception-calibrated GRPO from the PeSFT checkpoint (paper §4.2, Table 6).
 
 What it does: loads ``checkpoints/<track>/pesft/`` twice, as the policy and as the frozen
-reference; packs the prompts of ``data/prepared/perpo_train`` with the cached codes of
-their input images (``data/encoded/perpo_train``); runs ``perpo.steps`` steps of
+reference; packs the prompts of ``<data.prepared_dir>/<perpo.dataset>`` with the cached codes
+of their input images (``<data.encoded_dir>/<perpo.dataset>``); runs ``perpo.max_steps`` steps of
 :class:`omni_r1.training.perpo.PerpoTrainer` (n interleaved samples per prompt, reward
 R = combination of accuracy, format and perception, DAPO group filter with refill,
 PPO-clip with clip-higher, k3 KL to the reference, entropy bonus); saves
@@ -38,7 +38,7 @@ from typing import Any
 import mlflow
 import torch
 
-from omni_r1.config import Config
+from omni_r1.config import TRACKS, Config
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
@@ -53,17 +53,10 @@ from omni_r1.training.checkpoint import (
     TRAINER_STATE,
     latest_checkpoint,
 )
-from omni_r1.training.perpo import (
-    PerpoTrainer,
-    Response,
-    build_prompts,
-    config_fingerprint,
-    rollout_gallery_html,
-    summary_metrics,
-)
+from omni_r1.training.perpo import PerpoTrainer, config_fingerprint
+from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
+from omni_r1.training.rollout import Response, build_prompts
 
-TRACKS = ("omni_r1", "omni_r1_zero")
-PROMPT_DATASET = "perpo_train"
 # Files of the starting checkpoint that a PeRPO checkpoint does not inherit.
 NOT_INHERITED = {
     MODEL_WEIGHTS,
@@ -157,8 +150,8 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
         raise FileNotFoundError(
             f"{start_dir}: no PeSFT checkpoint; run `omni-r1 pesft --track {track}`"
         )
-    dataset_dir = Path(cfg.data.prepared_dir) / PROMPT_DATASET
-    encoded_dir = Path(cfg.data.encoded_dir) / PROMPT_DATASET
+    dataset_dir = Path(cfg.data.prepared_dir) / cfg.perpo.dataset
+    encoded_dir = Path(cfg.data.encoded_dir) / cfg.perpo.dataset
 
     # setup
     torch.manual_seed(cfg.run.seed)
@@ -166,7 +159,8 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
     reference = load_omni(cfg, model_dir=str(start_dir)).model.eval()
     policy = omni.model.eval()
     prompts = build_prompts(
-        list(read_records(dataset_dir)), read_codes(encoded_dir), omni.layout, omni.tokenizer
+        list(read_records(dataset_dir)), read_codes(encoded_dir), omni.layout, omni.tokenizer,
+        source=cfg.perpo.dataset,
     )
     fingerprint = config_fingerprint(cfg, extra=f"{track}/{variant}/{weights_digest(start_dir)}")
     trainer = PerpoTrainer(
@@ -185,7 +179,7 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
         run_name=f"perpo-{track}-{variant}",
         tags={"omni_r1.track": track, "omni_r1.variant": variant},
     ):
-        log_dataset_manifest(dataset_dir / MANIFEST, PROMPT_DATASET)
+        log_dataset_manifest(dataset_dir / MANIFEST, cfg.perpo.dataset)
         mlflow.log_params(
             {
                 "perpo.track": track,
@@ -206,14 +200,14 @@ def run(cfg: Config, track: str, variant: str = "default") -> dict[str, Any]:
             log_checkpoint(folder, f"checkpoints/step_{step}", cfg.storage)
 
         history = trainer.train(
-            cfg.perpo.steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint
+            cfg.perpo.max_steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint
         )
         for name, step in (("start", 0), ("end", trainer.step_count)):
             if name in trainer.probes:
                 mlflow.log_metrics(
                     _finite({f"probe/{k}": v for k, v in trainer.probes[name].items()}), step=step
                 )
-        summary = summary_metrics(history, trainer.probes)
+        summary = summary_metrics(history, trainer.probes, cfg.perpo.reward_window)
         mlflow.log_dict(summary, "perpo/summary.json")
 
     # save

@@ -46,7 +46,10 @@ class BootstrapError(RuntimeError):
 
 
 def cot_steps(record: Record) -> list[str]:
-    """The text-only steps of a record: ``text_cot``, else the rationales of its steps."""
+    """The text-only steps of a record: ``text_cot``, else the rationales of its steps.
+
+    Paper Appendix C.
+    """
     if record.text_cot:
         return list(record.text_cot)
     return [step.rationale for step in record.steps if step.image is None and step.action is None]
@@ -152,6 +155,8 @@ def bootstrap_records(
     source_name: str,
 ) -> BootstrapResult:
     """Generate one image per text step of every record and assemble interleaved records.
+
+    Omni-R1-Zero, paper Appendix C.
 
     Args:
         records: text-only CoT records.

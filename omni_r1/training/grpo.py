@@ -80,6 +80,8 @@ def grpo_outcome_advantage(
 ) -> torch.Tensor:
     """GRPO advantage A_i = (r_i − mean_G)/(std_G + ε), broadcast over the response tokens.
 
+    Paper §4.2, Table 6.
+
     Args:
         token_level_rewards: [B, L] reward (the outcome reward sits on one token).
         response_mask: [B, L] 1 on response tokens.
@@ -111,6 +113,8 @@ def rloo_outcome_advantage(
 ) -> torch.Tensor:
     """RLOO: A_i = r_i − mean_{j≠i} r_j = n/(n−1)·(r_i − mean_G); 0 baseline for a group of one.
 
+    An alternative to the GRPO advantage of paper §4.2.
+
     ``epsilon`` and ``norm_adv_by_std`` are accepted for a common signature and unused.
     """
     with torch.no_grad():
@@ -130,13 +134,16 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
 
 
 def mixed_outcome_mask(scores: torch.Tensor, index: object) -> torch.Tensor:
-    """DAPO dynamic sampling: keep responses whose group rewards are not all equal.
+    """DAPO dynamic sampling: keep responses whose group scores are not all equal.
+
+    Paper Table 6, DAPO recipe.
 
     A group with std(r) = 0 gives every member a zero advantage, so it carries no learning
     signal. As in verl's DAPO recipe, a group of one response is kept.
 
     Args:
-        scores: [B] sequence rewards.
+        scores: [B] the outcome each group must vary in (``perpo.filter_metric``: accuracy or
+            the total reward).
         index: B group labels.
 
     Returns:
@@ -199,7 +206,10 @@ LOSS_AGGREGATIONS: dict[str, LossAggregation] = {
 def aggregate_loss(
     loss_mat: torch.Tensor, loss_mask: torch.Tensor, mode: str, horizon: int | None = None
 ) -> torch.Tensor:
-    """[B, L] token losses → scalar, by the named mode (verl ``agg_loss`` with dp_size 1)."""
+    """[B, L] token losses → scalar, by the named mode (verl ``agg_loss`` with dp_size 1).
+
+    Paper Table 6 loss aggregation.
+    """
     return _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation mode")(loss_mat, loss_mask, horizon)
 
 
@@ -218,7 +228,10 @@ def kl_k2(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
 
 
 def kl_k3(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
-    """k3 (low_var_kl) = exp(log π_ref − log π) − (log π_ref − log π) − 1, clamped as verl. [B, L]."""
+    """k3 (low_var_kl) = exp(log π_ref − log π) − (log π_ref − log π) − 1, clamped as verl. [B, L].
+
+    Paper Table 6.
+    """
     log_ratio = torch.clamp(ref_log_prob - log_prob, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
     return torch.clamp(torch.exp(log_ratio) - log_ratio - 1, min=-KL_CLAMP, max=KL_CLAMP)
 
@@ -248,7 +261,10 @@ KL_ESTIMATORS: dict[str, KlEstimator] = {
 
 
 def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token KL estimate to the frozen reference. [B, L]."""
+    """Per-token KL estimate to the frozen reference. [B, L].
+
+    Paper Table 6 KL loss.
+    """
     return _lookup(KL_ESTIMATORS, kind, "KL estimator")(log_prob, ref_log_prob)
 
 
@@ -283,6 +299,8 @@ def clipped_policy_loss(
     loss_agg_mode: str,
 ) -> PolicyLoss:
     """PPO clipped surrogate with clip-higher and dual-clip (verl ``vanilla``).
+
+    Paper §4.2, Table 6 clip 0.20 / 0.28.
 
     loss_t = max(−A·ρ, −A·clip(ρ, 1−ε_low, 1+ε_high)), and for A < 0 additionally
     min(·, −A·c) (dual-clip), with ρ = exp(log π − log π_old).
@@ -332,6 +350,8 @@ def ppo_loss(
     entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The PeRPO actor loss: pg_loss − entropy_coeff·H + kl_loss_coef·KL(π ‖ π_ref).
+
+    Paper §4.2, Table 6.
 
     Args:
         log_prob: [B, L] log π_θ of the sampled tokens (with grad).

@@ -37,6 +37,8 @@ def cross_entropy_loss(
 ) -> torch.Tensor:
     """Next-token cross-entropy over labelled (assistant) tokens.
 
+    L_CE, paper §4.1.
+
     Args:
         logits: [B, L, V]; logits at position t score the label at t + 1.
         labels: [B, L] token ids, −100 where no loss is taken (prompt, padding).
@@ -57,6 +59,8 @@ def cross_entropy_loss(
 
 def image_label_targets(labels: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the labels hold image tokens, and their codebook indices.
+
+    The c_t of L_pe, paper §4.1.
 
     Args:
         labels: [B, L] labels (−100 on prompt and padding, so prompt images never count).

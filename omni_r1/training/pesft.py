@@ -57,6 +57,7 @@ from torch import nn
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import ModelOutput
 
+from omni_r1.config import PesftConfig
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import DataError, Record, record_to_trajectory
 from omni_r1.data.storage import read_records
@@ -391,7 +392,7 @@ def use_cuda(device: str) -> bool:
 
 
 def training_arguments(
-    section: Any, output_dir: Path | str, *, device: str, seed: int, progress_bar: bool, **overrides: Any
+    section: PesftConfig, output_dir: Path | str, *, device: str, seed: int, progress_bar: bool, **overrides: Any
 ) -> TrainingArguments:
     """HF ``TrainingArguments`` from the ``pesft`` section of params.yaml.
 

@@ -33,7 +33,7 @@ class CountingEncoder:
 
 def test_codes_cached_per_image_and_re_encoded_on_new_tokenizer(cfg, tmp_path, vq):
     records = list(synthetic.generate("train", 1, cfg))
-    write_records(records, tmp_path / "prepared" / "ds")
+    write_records(records, tmp_path / "prepared" / "ds", shard_size=cfg.data.shard_size)
     dataset, out = tmp_path / "prepared" / "ds", tmp_path / "encoded" / "ds"
     encoder = CountingEncoder(vq)
     first = encode_dataset(dataset, out, encoder, cache_key(dataset, "tok-a"), batch_size=3)
@@ -52,6 +52,6 @@ def test_codes_cached_per_image_and_re_encoded_on_new_tokenizer(cfg, tmp_path, v
     assert again["cached"] and encoder.images == len(expected)
     encode_dataset(dataset, out, encoder, cache_key(dataset, "tok-b"))
     assert encoder.images == 2 * len(expected)
-    write_records(records[:2], dataset)  # new data, same tokenizer
+    write_records(records[:2], dataset, shard_size=cfg.data.shard_size)  # new data, same tokenizer
     encode_dataset(dataset, out, encoder, cache_key(dataset, "tok-b"))
     assert len(read_codes(out)) == sum(1 for r in records[:2] for _ in image_items(r))

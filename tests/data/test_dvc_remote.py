@@ -43,6 +43,7 @@ def sh(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_dvc_push_pull_through_s3(cfg, tmp_path, s3_url):
     repo = tmp_path / "repo"

@@ -111,8 +111,8 @@ def test_failed_write_leaves_previous_dataset_readable(tmp_path):
 
 def test_duplicate_ids_and_corrupt_shards_are_errors(tmp_path):
     with pytest.raises(DataError, match="duplicate"):
-        write_records([make_record(1), make_record(1)], tmp_path / "dup")
-    write_records([make_record(1)], tmp_path / "ok")
+        write_records([make_record(1), make_record(1)], tmp_path / "dup", shard_size=4)
+    write_records([make_record(1)], tmp_path / "ok", shard_size=4)
     shard = tmp_path / "ok" / "shard-00000.parquet"
     shard.write_bytes(shard.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(DataError, match="shard-00000.parquet"):

@@ -64,7 +64,7 @@ def bench_dirs(tmp_path_factory, cfg, tiny_omni) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("bench")
     records = [tag_slice(r, r.uni_task) for r in generate("omnibench", PER_SLICE, cfg)]
     dataset = root / "prepared" / "omnibench"
-    write_records(records, dataset)
+    write_records(records, dataset, shard_size=cfg.data.shard_size)
     encoded = root / "encoded" / "omnibench"
     encode_dataset(dataset, encoded, lambda images: encode_images(tiny_omni, images), cache_key(dataset, "test"))
     return dataset, encoded

@@ -55,7 +55,7 @@ def test_paper_table2_average_is_the_weighted_one() -> None:
 
 def test_load_bench_pairs_records_with_cached_input_codes(bench_dirs, tiny_omni) -> None:
     dataset, encoded = bench_dirs
-    items = load_bench(dataset, encoded)
+    items = load_bench(dataset, encoded, max_per_slice=0)
     assert len(items) == 4 * PER_SLICE
     assert {item.slice_name for item in items} == {"natural", "structured", "diagrammatic", "vision_operational"}
     for item in items:
@@ -73,14 +73,14 @@ def test_missing_codes_name_the_record(bench_dirs, tmp_path) -> None:
     (tmp_path / "enc").mkdir()
     pq.write_table(table.slice(1), tmp_path / "enc" / CODES_FILE)
     with pytest.raises(BenchError, match=f"{first}.*input_images\\[0\\]"):
-        load_bench(dataset, tmp_path / "enc")
+        load_bench(dataset, tmp_path / "enc", max_per_slice=0)
 
 
 def test_evaluate_items_judges_with_the_reward_grader_and_writes_predictions(
     bench_dirs, tiny_omni, eval_cfg, tmp_path
 ) -> None:
     cfg = eval_cfg()
-    items = load_bench(*bench_dirs)
+    items = load_bench(*bench_dirs, max_per_slice=0)
     result = evaluate_items(tiny_omni, items, cfg, build_judge(cfg.judge, cfg.reward))
     assert len(result.rows) == len(items)
     grade = accuracy_grader(cfg.reward)

@@ -23,8 +23,7 @@ GUARD_S = 300  # every call together takes well under a second; a backtracking r
 CHILD = r"""
 import json, random
 from omni_r1.eval.judges import JudgeItem, gold_for_judge, judge_messages, parse_reply
-from omni_r1.eval.trajectories import gallery_steps
-from omni_r1.gallery import GalleryEntry, render_gallery_html
+from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.rewards.accuracy import AccuracySettings, grade_response, normalize_answer, parse_number
 from omni_r1.rewards.format import official_format_reward, trajectory_format_reward
 from omni_r1.trajectory import parse_trajectory
@@ -50,11 +49,9 @@ results = {}
 for name, text in HOSTILE.items():
     answer = "Final Answer: " + text
     trace = text + "\nFinal Answer: 5"
-    page = render_gallery_html(
-        [GalleryEntry(question=text, steps=gallery_steps(text, []), final_answer=text,
-                      reference_answer=text, verdict=False, name=name)],
-        title=text,
-    )
+    row = {"question": text, "response": trace, "prediction": text, "gold": text, "verdict": False,
+           "slice": "natural", "record_id": name, "image_codes": []}
+    page = render_checkpoint_gallery([row], [[]], None, 1, title=text)
     results[name] = {
         "steps": len(parse_trajectory(trace).steps),
         "formats": [trajectory_format_reward(t) for t in (answer, trace)] + [official_format_reward(trace)],

@@ -1,4 +1,4 @@
-"""The evaluate stage end to end on a saved tiny checkpoint (needs omni_r1.model.tiny/loading)."""
+"""The evaluate stage end to end on a saved tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import build_tiny_for_tests
 
 from omni_r1.eval.checkpoints import CheckpointRef
 from omni_r1.eval.evaluate import read_predictions
+from omni_r1.model.tiny import save_tiny
 
 
+@pytest.mark.slow
 def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_cfg, mlflow_tmp, tmp_path, monkeypatch) -> None:
-    tiny = pytest.importorskip("omni_r1.model.tiny", reason="omni_r1.model.tiny (save_tiny) not built yet")
-    pytest.importorskip("omni_r1.model.loading", reason="omni_r1.model.loading (load_omni) not built yet")
     from mlflow.tracking import MlflowClient
 
     from omni_r1.stages import evaluate
@@ -24,8 +25,8 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
         update={"prepared_dir": str(dataset.parent), "encoded_dir": str(encoded.parent)})})
     ref = CheckpointRef("omni_r1_zero", "no_perception_10")
-    omni = tiny.build_tiny_for_tests(seed=0)
-    tiny.save_tiny(omni, ref.checkpoint_dir(cfg.paths.checkpoints_dir))
+    omni = build_tiny_for_tests(seed=0)
+    save_tiny(omni, ref.checkpoint_dir(cfg.paths.checkpoints_dir))
     # codes must come from this checkpoint's encoder: re-encode the bench with it
     from omni_r1.data.codes import cache_key, encode_dataset
     from omni_r1.model.images import encode_images

@@ -11,9 +11,11 @@ from PIL import Image
 
 from omni_r1.eval.evaluate import codebook_of, generate_responses, load_bench, prediction_rows
 from omni_r1.eval.judges import JudgeItem, build_judge
-from omni_r1.eval.trajectories import gallery_steps, render_checkpoint_gallery, spread_over_slices
+from omni_r1.eval.trajectories import render_checkpoint_gallery, spread_over_slices
+from omni_r1.gallery import place_images
 from omni_r1.model.images import decode_codes
 from omni_r1.model.packing import pack_prompt
+from omni_r1.trajectory import parse_trajectory
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -28,7 +30,7 @@ def test_examples_are_spread_over_slices() -> None:
 def test_every_decoded_image_is_placed_even_outside_steps() -> None:
     red, blue = Image.new("RGB", (4, 4), "red"), Image.new("RGB", (4, 4), "blue")
     response = "<image>\nTHOUGHT 1: look.\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3"
-    steps = gallery_steps(response, [red, blue])
+    steps = place_images(parse_trajectory(response).steps, [red, blue])
     assert [s.image for s in steps if s.image is not None] == [red, blue]
     assert steps[0].action is not None and steps[0].action.kind == "ZOOM"
 

@@ -36,7 +36,7 @@ def test_split_message_keeps_image_order_and_joins_text(message) -> None:
 
 
 def test_prompt_ids_hold_the_image_codes_and_the_text(message, tiny_omni, cfg) -> None:
-    adapter = OmniR1VLM(tiny_omni, cfg.generation.model_copy(update={"max_new_tokens": 30}))
+    adapter = OmniR1VLM(tiny_omni, cfg.generation.model_copy(update={"max_new_tokens": 30}), cfg.eval.decoding)
     ids = adapter.prompt_ids(message)  # [P]
     images, text = split_message(message)
     codes = encode_images(tiny_omni, images)  # [2, H*W]
@@ -54,7 +54,7 @@ def test_prompt_ids_hold_the_image_codes_and_the_text(message, tiny_omni, cfg) -
 
 def test_generate_returns_the_final_answer_string(message, tiny_omni, cfg) -> None:
     generation = cfg.generation.model_copy(update={"max_new_tokens": 30})
-    adapter = OmniR1VLM(tiny_omni, generation)
+    adapter = OmniR1VLM(tiny_omni, generation, "greedy")
     answer = adapter.generate(message, dataset="MME")
     assert isinstance(answer, str)
     reference = generate_responses(

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from prefect.client.schemas.schedules import CronSchedule
 
-from omni_r1.stages.serve import build_deployments, read_deployments
+from flows.serve import build_deployments, read_deployments
 
 
 def test_deployments_build_from_their_flows(repo_root: Path) -> None:

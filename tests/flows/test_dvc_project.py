@@ -47,7 +47,7 @@ def test_key_tokens_of_foreach_and_matrix_names():
 
 def test_manifest_producers_include_upstream(toy_project_factory):
     stages = dvc_project.load_stages(toy_project_factory("producers"))
-    assert [s.name for s in dvc_project.producers_of(stages, dvc_project.MANIFEST_PATTERN)] == ["prepare"]
+    assert [s.name for s in dvc_project.producers_of(stages, dvc_project.manifest_pattern("metrics"))] == ["prepare"]
     assert [s.name for s in dvc_project.producers_of(stages, "metrics/omnibench_omni_r1-10.json")] == [
         "prepare",
         "pesft@omni_r1",

@@ -14,6 +14,8 @@ from flows.retrain import retrain
 from omni_r1 import tracking
 from omni_r1.config import load_config
 
+pytestmark = pytest.mark.slow  # runs the DVC pipeline end to end in subprocesses
+
 
 @pytest.fixture(scope="module")
 def first_run(toy_project_factory, prefect_harness):

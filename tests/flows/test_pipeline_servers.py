@@ -20,7 +20,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.servers
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 BUCKET = "omni-r1-servers"
 BIN = Path(sys.executable).parent

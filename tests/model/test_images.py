@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from tiny_models import build_tiny_for_tests
 from transformers.models.chameleon.image_processing_pil_chameleon import ChameleonImageProcessorPil
 
 from omni_r1.model.images import (
@@ -18,7 +19,6 @@ from omni_r1.model.images import (
     preprocess_images,
     token_ids_to_codes,
 )
-from omni_r1.model.tiny import build_tiny_for_tests
 
 
 def shape_images(count: int, size: int, seed: int = 0) -> list[Image.Image]:
@@ -55,7 +55,7 @@ def test_preprocessing_matches_chameleon_image_processor():
 
 def test_encode_gives_codes_that_map_to_the_models_image_tokens(omni):
     images = shape_images(5, 40)
-    codes = encode_images(omni, images, batch_size=2)  # [5, 16]
+    codes = encode_images(omni, images, images_per_pass=2)  # [5, 16]
     layout = omni.layout
     assert codes.shape == (5, layout.tokens_per_image) and codes.dtype == torch.long
     assert int(codes.min()) >= 0 and int(codes.max()) < layout.num_codes

@@ -56,8 +56,8 @@ def test_target_mask_zeroes_non_targets_and_attention_mask_is_used(tiny_chameleo
     target_mask = torch.zeros_like(input_ids, dtype=torch.bool)
     target_mask[:, 6:] = True
     with torch.no_grad():
-        full, _ = token_logprobs(model, input_ids, attention_mask)
-        masked, entropy = token_logprobs(model, input_ids, attention_mask, target_mask, with_entropy=True)
+        full, _ = token_logprobs(model, input_ids, attention_mask, temperature=1.0)
+        masked, entropy = token_logprobs(model, input_ids, attention_mask, target_mask, temperature=1.0, with_entropy=True)
     assert torch.equal(masked[:, :5], torch.zeros(2, 5))
     assert torch.equal(entropy[:, :5], torch.zeros(2, 5))
     torch.testing.assert_close(masked[:, 5:], full[:, 5:])
@@ -65,7 +65,7 @@ def test_target_mask_zeroes_non_targets_and_attention_mask_is_used(tiny_chameleo
     padded = torch.cat([input_ids, torch.full((2, 3), layout.pad_id)], dim=1)
     padded_mask = torch.cat([attention_mask, torch.zeros(2, 3, dtype=torch.long)], dim=1)
     with torch.no_grad():
-        padded_logp, _ = token_logprobs(model, padded, padded_mask)
+        padded_logp, _ = token_logprobs(model, padded, padded_mask, temperature=1.0)
     torch.testing.assert_close(padded_logp[:, : full.shape[1]], full, atol=1e-5, rtol=1e-5)
 
 

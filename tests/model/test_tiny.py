@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import build_tiny_for_tests
 
 from omni_r1.model.layout import BOI_TOKEN, EOI_TOKEN, LayoutError
 from omni_r1.model.loading import VQ_DECODER_FILE, load_omni
-from omni_r1.model.tiny import build_tiny_for_tests, image_token_name, save_tiny, tokenizer_hash
+from omni_r1.model.tiny import image_token_name, save_tiny, tokenizer_hash
 
 
 def tiny_cfg(cfg, model_dir):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
+from tiny_models import TEST_TINY
 
 from omni_r1.config import TokenizerConfig
 from omni_r1.data import synthetic
 from omni_r1.data.records import from_png
 from omni_r1.model.images import encode_images, preprocess_images
-from omni_r1.model.tiny import TEST_TINY, fresh_vq, tiny_vq_config, train_tiny
+from omni_r1.model.tiny import fresh_vq, tiny_vq_config, train_tiny
 from omni_r1.model.vq_train import VQTrainSettings, evaluate_vq, psnr, random_crops, train_vq
 
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from perception_reference import perception_score_reference
 
 from omni_r1.model.layout import TokenLayout
 from omni_r1.rewards.perception import (
@@ -15,7 +16,6 @@ from omni_r1.rewards.perception import (
     find_image_segments,
     inv_score,
     perception_score,
-    perception_score_reference,
     segment_total_variation,
     segment_total_variation_from_table,
 )

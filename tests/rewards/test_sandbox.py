@@ -25,7 +25,8 @@ from omni_r1.rewards.accuracy import (
 )
 from omni_r1.rewards.registry import score_batch
 from omni_r1.rewards.sandbox import GraderLimits, SymbolicWorker, symbolic_worker
-from omni_r1.training.perpo import Response, rollout_metrics, summary_metrics
+from omni_r1.training.perpo_report import summary_metrics
+from omni_r1.training.rollout import Response, rollout_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = GraderLimits(time_limit_s=4.0, memory_limit_mb=512)

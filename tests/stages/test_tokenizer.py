@@ -6,11 +6,12 @@ import json
 
 import mlflow
 import pytest
+from tiny_models import TEST_TINY
 
 from omni_r1.data import synthetic
 from omni_r1.data.storage import write_records
 from omni_r1.model.loading import load_omni
-from omni_r1.model.tiny import TEST_TINY, tokenizer_hash
+from omni_r1.model.tiny import tokenizer_hash
 from omni_r1.stages import tokenizer as stage
 
 
@@ -25,8 +26,9 @@ def stage_cfg(cfg, tmp_path, source="tiny"):
     })
 
 
+@pytest.mark.slow
 def test_tiny_stage_writes_model_metrics_and_mlflow_run(cfg, tmp_path, mlflow_tmp):
-    write_records(synthetic.generate("train", 1, cfg), tmp_path / "prepared" / "sft_train")
+    write_records(synthetic.generate("train", 1, cfg), tmp_path / "prepared" / "sft_train", shard_size=cfg.data.shard_size)
     run_cfg = stage_cfg(cfg, tmp_path)
     result = stage.run(run_cfg)
     written = json.loads((tmp_path / "metrics" / "tokenizer.json").read_text())

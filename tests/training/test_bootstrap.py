@@ -57,7 +57,7 @@ def test_one_image_per_step_decodes_and_manifest_counts_match(tiny_builder, tmp_
             assert codes.shape == (tiny.layout.tokens_per_image,)
             assert 0 <= int(codes.min()) and int(codes.max()) < tiny.layout.num_codes
 
-    manifest = write_records(result.records, tmp_path / "zero", skipped=result.skipped)
+    manifest = write_records(result.records, tmp_path / "zero", shard_size=16, skipped=result.skipped)
     assert manifest["total"] == 5 and manifest["skipped_total"] == 1
     assert read_manifest(tmp_path / "zero")["total"] == 5
     back = list(read_records(tmp_path / "zero"))

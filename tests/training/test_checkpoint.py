@@ -21,7 +21,8 @@ from omni_r1.training.checkpoint import (
     save_checkpoint,
     step_folders,
 )
-from omni_r1.training.perpo import PerpoTrainer, build_prompts
+from omni_r1.training.perpo import PerpoTrainer
+from omni_r1.training.rollout import build_prompts
 
 
 def small_training_state(seed: int = 0):
@@ -110,7 +111,7 @@ def build_trainer(tiny_builder, cfg):
     policy, reference = tiny_builder(seed=0), tiny_builder(seed=0)
     records = make_records(4, mixed=set())
     prompts = build_prompts(records, input_codes(records, policy.layout.num_codes, policy.layout.tokens_per_image),
-                            policy.layout, policy.tokenizer)  # fmt: skip
+                            policy.layout, policy.tokenizer, source="test")  # fmt: skip
     return PerpoTrainer(policy.model, reference.model, policy.tokenizer, policy.layout, prompts, cfg,
                         write_model=lambda folder: policy.model.save_pretrained(folder))  # fmt: skip
 
@@ -119,7 +120,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_builder, cfg, tmp_path
     # real reward (perception term only varies on this random model, so the filter looks at the
     # total reward); high lr so steps move weights
     cfg = perpo_cfg(
-        cfg, max_new_tokens=40, gen_batch_size=2, train_batch_size=2, max_gen_batches=1, lr=0.05,
+        cfg, max_new_tokens=40, gen_batch_size=2, train_batch_size=2, max_gen_batches=1, learning_rate=0.05,
         filter_metric="reward",
     )
     cfg = cfg.model_copy(

@@ -169,20 +169,22 @@ def write_dataset(records: list, root: Path, name: str, omni: Any, encoded_root:
     from omni_r1.data.storage import write_records
     from omni_r1.model.images import encode_images
 
-    write_records(records, root / name)
+    write_records(records, root / name, shard_size=len(records))
     encode_dataset(root / name, encoded_root / name, lambda images: encode_images(omni, images), {"key": "test"})
 
 
+@pytest.mark.slow
 def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monkeypatch) -> None:
     """Stages on a tiny saved model: text CoT → bootstrap → PeSFT (Zero track) → checkpoint."""
     import json
 
     import mlflow
+    from tiny_models import build_tiny_for_tests
 
     from omni_r1.data.storage import read_records
     from omni_r1.data.synthetic import generate
     from omni_r1.model.loading import load_omni
-    from omni_r1.model.tiny import build_tiny_for_tests, save_tiny
+    from omni_r1.model.tiny import save_tiny
     from omni_r1.stages import bootstrap as bootstrap_stage
     from omni_r1.stages import pesft as pesft_stage
     from omni_r1.training.pesft import load_projection

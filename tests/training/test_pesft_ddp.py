@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -55,6 +56,7 @@ def worker(out_dir: Path) -> None:
     }))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ranks_end_identical(tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("OMNI_R1_PARENT_RUN_ID", None)

@@ -40,7 +40,7 @@ def load_source(
     role: str,
     *,
     local_path: Path | str | None = None,
-    on_bad_record: str = "error",
+    on_bad_record: str,
     skipped: Counter[str] | None = None,
     cache_dir: str | None = None,
     configs: tuple[str, ...] | None = None,

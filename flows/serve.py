@@ -1,4 +1,4 @@
-"""Stage ``serve``: serve the Prefect deployments of prefect.yaml from this machine.
+"""Serve the Prefect deployments of prefect.yaml from this machine: ``python -m flows.serve``.
 
 Reads the deployments (name, entrypoint, schedules, parameters, tags) from ``prefect.yaml``
 so schedules live in one place, builds each with ``flow.to_deployment`` and serves them all
@@ -6,7 +6,7 @@ with ``prefect.serve``: the process registers the deployments with the Prefect A
 ``PREFECT_API_URL`` (start one with ``prefect server start``) and runs the flow runs that
 the UI or the cron schedules create, in this checkout, until it is stopped. Work pools in
 prefect.yaml are ignored here; they matter only for ``prefect deploy`` with a worker.
-This stage is not part of the DVC graph.
+Serving is not part of the DVC graph, and the flows read params.yaml themselves, per run.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from omni_r1.config import Config
+from prefect import serve
+from prefect.flows import load_flow_from_entrypoint
 
 PREFECT_YAML = Path("prefect.yaml")
 
@@ -32,8 +32,6 @@ def read_deployments(path: Path) -> list[dict[str, Any]]:
 
 def build_deployments(path: Path = PREFECT_YAML) -> list[Any]:
     """``RunnerDeployment`` objects for every deployment in prefect.yaml."""
-    from prefect.flows import load_flow_from_entrypoint
-
     built = []
     for spec in read_deployments(path):
         flow = load_flow_from_entrypoint(str(path.parent / spec["entrypoint"]))
@@ -50,9 +48,10 @@ def build_deployments(path: Path = PREFECT_YAML) -> list[Any]:
     return built
 
 
-def run(cfg: Config) -> None:
+def main(path: Path = PREFECT_YAML) -> None:
     """Serve the deployments until interrupted (Ctrl-C)."""
-    from prefect import serve
+    serve(*build_deployments(path))
 
-    del cfg  # the flows read params.yaml themselves, per run
-    serve(*build_deployments(PREFECT_YAML))
+
+if __name__ == "__main__":
+    main()
