@@ -184,7 +184,7 @@ def test_limit_hits_are_counted_in_batch_and_step_metrics(cfg) -> None:
     ]  # fmt: skip
     metrics = rollout_metrics(responses, gen_seconds=1.0)
     assert metrics["grader/limit_count"] == 1.0
-    assert summary_metrics([metrics, metrics])["grader_limit_count"] == 2
+    assert summary_metrics([metrics, metrics], probes=None, window=1)["grader_limit_count"] == 2
 
 
 def test_batch_grading_equals_one_by_one() -> None:
