@@ -92,9 +92,9 @@ def perpo_rayjob(cfg: Config, track: str, project: Path) -> dict[str, Any]:
                    "--dry-run", "--manifest", str(out), *overlays]  # fmt: skip
         result = subprocess.run(command, cwd=project, env=subprocess_env({}), capture_output=True, text=True)
         if result.returncode != 0 or not out.is_file():
-            raise NotImplementedError(
+            raise RuntimeError(
                 "the PeRPO RayJob comes from `omni-r1 perpo --engine verl --dry-run --manifest`, "
-                f"which failed or is not available in this checkout (exit {result.returncode}): "
+                f"which failed in {project} (exit {result.returncode}): "
                 f"{(result.stderr or result.stdout).strip()[-500:]}"
             )
         return yaml.safe_load(out.read_text(encoding="utf-8"))

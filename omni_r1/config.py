@@ -193,6 +193,8 @@ class RewardConfig(Section):
     accuracy: Literal["appendix_b", "strict"]
     partial_credit_threshold: Probability
     symbolic_timeout_s: PositiveInt
+    grader_time_limit_s: Annotated[float, Field(gt=0.0)]
+    grader_memory_limit_mb: Annotated[int, Field(ge=256)]
     format: Literal["trajectory", "official"]
     perception_map: Literal["exp", "inv"]
     tau: Annotated[float, Field(gt=0.0)]

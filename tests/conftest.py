@@ -27,12 +27,17 @@ def cfg() -> Config:
 
 
 @pytest.fixture
-def mlflow_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mlflow_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point MLflow at a throwaway sqlite store inside tmp_path."""
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("OMNI_R1_PARENT_RUN_ID", raising=False)
-    return uri
+    # an earlier mlflow.set_tracking_uri in this process would win over the variable
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Omni-Bench judges, chosen by name: ``rule`` (offline verifier) and ``llm`` (paper Appendix F).
 
-- ``rule`` — THE accuracy verifier of PeRPO (:func:`omni_r1.rewards.accuracy_grader`, Appendix B)
+- ``rule`` — THE accuracy verifier of PeRPO (:func:`omni_r1.rewards.registry.accuracy_batch_grader`, Appendix B)
   used as the judge (STYLE point 5: one grader for reward and evaluation). The verdict is
   ``grade.score >= judge.rule_threshold``; with the default threshold 1.0 only a full match
   counts (partial credit for close text, which PeRPO rewards, is a wrong answer here).
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from omni_r1.config import JudgeConfig, LlmJudgeConfig, RewardConfig
-from omni_r1.rewards.accuracy import extract_final_answer
-from omni_r1.rewards.registry import accuracy_grader
+from omni_r1.rewards.accuracy import GradeRequest, extract_final_answer
+from omni_r1.rewards.registry import accuracy_batch_grader
 
 TRUE_REPLY, FALSE_REPLY = "True", "False"
 
@@ -85,6 +85,7 @@ class Verdict:
     score: float
     reason: str
     malformed: bool = False  # llm judge only: the reply was not exactly True/False
+    library_timeouts: int = 0  # rule judge only: math-verify timeouts met while grading
 
 
 Judge = Callable[[Sequence[JudgeItem]], list[Verdict]]
@@ -101,14 +102,14 @@ class JudgeError(RuntimeError):
 
 def rule_judge(reward: RewardConfig, threshold: float) -> Judge:
     """The Appendix B verifier as a judge: ``correct = score >= threshold``."""
-    grade = accuracy_grader(reward)
+    grade = accuracy_batch_grader(reward)
 
     def judge(items: Sequence[JudgeItem]) -> list[Verdict]:
-        verdicts = []
-        for item in items:
-            result = grade(item.response, item.gold, item.choices)
-            verdicts.append(Verdict(result.score >= threshold, result.score, result.reason))
-        return verdicts
+        results = grade([GradeRequest(item.response, item.gold, item.choices) for item in items])
+        return [
+            Verdict(result.score >= threshold, result.score, result.reason, library_timeouts=result.library_timeouts)
+            for result in results
+        ]
 
     return judge
 

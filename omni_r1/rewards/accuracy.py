@@ -18,9 +18,12 @@ Pipeline, in the order of Appendix B:
      disjoint in practice, so only the order of evaluation differs).
    - *numeric*: numbers with thousands separators, currency and trailing units stripped;
      percentages are context-aware (gold ``0.5`` or ``50`` both accept ``50%``).
-   - *symbolic*: equivalence through ``math-verify`` (sympy), guarded against its
-     timeouts and exceptions. A formula that parses on both sides and differs scores 0:
-     no partial credit for a wrong formula.
+   - *symbolic*: equivalence through ``math-verify`` (sympy), run in a worker process under
+     hard time and memory limits (:mod:`omni_r1.rewards.sandbox`), after a screen that turns
+     away expressions whose value is astronomically large (towers of powers, factorials of
+     huge numbers). A limit hit, or a screened-out expression, scores 0 with the reason
+     ``grader_limit``. A formula that parses on both sides and differs scores 0: no partial
+     credit for a wrong formula.
    - *text*: exact match after case/article folding, order-free match of comma lists, and
      partial credit equal to the ``difflib`` similarity ratio only when it is above the
      closeness threshold (official code: ratio > 0.77 earns the ratio). Texts whose
@@ -37,12 +40,12 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from difflib import SequenceMatcher
 from typing import Any, Literal
 
+from omni_r1.rewards.sandbox import GraderLimits, SymbolicOutcome, symbolic_worker
 from omni_r1.trajectory import parse_trajectory
 
 AnswerType = Literal["choice", "numeric", "symbolic", "text"]
@@ -56,7 +59,13 @@ class AccuracySettings:
     """Knobs of the verifier (values come from params.yaml ``reward``)."""
 
     partial_credit_threshold: float  # text similarity must exceed this to earn credit
-    symbolic_timeout_s: int  # math-verify parse/verify timeout (main thread only)
+    symbolic_timeout_s: int  # math-verify's own parse/verify timeout, inside the worker
+    grader_time_limit_s: float  # hard wall-clock limit of one symbolic comparison
+    grader_memory_limit_mb: int  # hard address-space limit of the symbolic worker
+
+    @property
+    def limits(self) -> GraderLimits:
+        return GraderLimits(self.grader_time_limit_s, self.grader_memory_limit_mb)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class AccuracyResult:
     reason: str
     prediction: str
     gold: str
+    library_timeouts: int = 0  # math-verify "Timeout during ..." lines while grading this answer
+
+
+LIMIT_REASON = "grader_limit"  # a symbolic check hit its time or memory limit (score 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +187,10 @@ def parse_number(text: str) -> ParsedNumber | None:
         if denominator == 0:
             return None
         sign = -1.0 if fraction["sign"] in "-−" and fraction["sign"] else 1.0
-        return ParsedNumber(sign * int(fraction["num"]) / denominator, False)
+        try:
+            return ParsedNumber(sign * (int(fraction["num"]) / denominator), False)
+        except OverflowError:  # a ratio beyond float range is not a readable number
+            return None
     match = _NUMBER_RE.match(text)
     if not match:
         return None
@@ -217,34 +233,98 @@ def looks_mathematical(text: str) -> bool:
     return bool(_MATH_SIGN_RE.search(text)) and len(text.split()) <= 12
 
 
-def _symbolic_equal(pred: str, gold: str, timeout_s: int) -> bool | None:
-    """math-verify equivalence; None when either side does not parse or sympy fails."""
-    from math_verify import parse, verify
+# A literal number or numeric tower "a^{b^{c}}" / "a**b**c" (braces, parentheses, spaces allowed).
+_POWER_CHAIN_RE = re.compile(r"\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*[{(]?\s*\d+(?:\.\d+)?)*")
+_CHAIN_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
+_FACTORIAL_RE = re.compile(r"!")
+MAX_VALUE_DIGITS = 100_000  # a literal power with more digits is not handed to sympy
+MAX_FACTORIAL_ARGUMENT = 20_000  # nor a factorial of more than this (20000! has 77,338 digits)
+_SCREEN_WINDOW = 300  # characters before a "!" searched for its argument
 
-    timeout = timeout_s if threading.current_thread() is threading.main_thread() else None
 
-    def as_latex(text: str) -> str:
-        return text if "$" in text else f"${text}$"
+def _chain_digits(chain: str) -> float:
+    """log10 of a^(b^(c^...)) for the numbers of a chain, read right to left; inf when huge."""
+    literals = _CHAIN_NUMBER_RE.findall(chain)
+    exponent = 1.0
+    for literal in reversed(literals[1:]):
+        number = float(literal)  # inf for a literal beyond float range
+        if number > 1 and exponent * math.log10(number) > 15:
+            return math.inf  # the exponent alone exceeds 10**15
+        exponent = number**exponent
+    whole = literals[0].split(".")[0].lstrip("0")
+    base_digits = len(whole) if len(whole) > 15 else math.log10(max(float(literals[0]), 1.0))
+    return exponent * base_digits
 
-    try:
-        gold_parsed = parse(as_latex(gold), parsing_timeout=timeout)
-        pred_parsed = parse(as_latex(pred), parsing_timeout=timeout)
-        if not gold_parsed or not pred_parsed:
-            return None
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
-    except Exception:  # sympy/timeout errors in model output are not our failure
-        return None
+
+def _factorial_argument_digits(text: str, bang: int) -> float:
+    """log10 of the largest literal number or tower in the argument of the "!" at ``bang``."""
+    before = text[max(0, bang - _SCREEN_WINDOW) : bang].rstrip()
+    if before.endswith((")", "}")):  # "(...)!": the bracketed expression
+        depth, index = 0, len(before) - 1
+        while index >= 0:
+            depth += {")": 1, "}": 1, "(": -1, "{": -1}.get(before[index], 0)
+            if depth == 0:
+                break
+            index -= 1
+        before = before[max(index, 0) :]
+    else:  # "n!": the number right before it
+        match = re.search(r"\d+(?:\.\d+)?$", before)
+        before = match.group(0) if match else ""
+    chains = [_chain_digits(chain.group(0)) for chain in _POWER_CHAIN_RE.finditer(before)]
+    return max(chains, default=0.0)
+
+
+def too_large_to_evaluate(text: str) -> bool:
+    """Screen before sympy: a literal power tower or factorial whose value is astronomically large.
+
+    Cheap and conservative (numeric literals only); the worker's limits catch everything else.
+    """
+    if any(_chain_digits(chain.group(0)) > MAX_VALUE_DIGITS for chain in _POWER_CHAIN_RE.finditer(text)):
+        return True
+    limit = math.log10(MAX_FACTORIAL_ARGUMENT)
+    return any(_factorial_argument_digits(text, bang.start()) > limit for bang in _FACTORIAL_RE.finditer(text))
+
+
+def symbolic_outcomes(pairs: Sequence[tuple[str, str]], settings: AccuracySettings) -> list[SymbolicOutcome]:
+    """math-verify equivalence of (prediction, gold) pairs within the grader's limits.
+
+    ``equal`` is None when either side does not parse or sympy fails; ``limit_hit`` when the
+    screen turned the pair away or the worker ran out of time or memory. The pairs that pass
+    the screen go to the worker (:mod:`omni_r1.rewards.sandbox`) in one message.
+    """
+    screened = [too_large_to_evaluate(pred) or too_large_to_evaluate(gold) for pred, gold in pairs]
+    asked = [(gold, pred) for (pred, gold), out in zip(pairs, screened, strict=True) if not out]
+    answers = iter(symbolic_worker(settings.limits).compare_many(asked, settings.symbolic_timeout_s))
+    return [SymbolicOutcome(None, True, 0) if out else next(answers) for out in screened]
+
+
+def symbolic_outcome(pred: str, gold: str, settings: AccuracySettings) -> SymbolicOutcome:
+    """:func:`symbolic_outcomes` of one pair."""
+    return symbolic_outcomes([(pred, gold)], settings)[0]
+
+
+SymbolicFn = Callable[[str, str, AccuracySettings], SymbolicOutcome]
+
+
+def _symbolic_check(
+    pred: str, gold: str, settings: AccuracySettings, outcome_of: SymbolicFn
+) -> tuple[AccuracyResult | None, int]:
+    """The symbolic check and the count of math-verify timeouts it met."""
+    if not (looks_mathematical(pred) or looks_mathematical(gold)):
+        return None, 0
+    if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:
+        return None, 0
+    outcome = outcome_of(pred, gold, settings)
+    if outcome.limit_hit:
+        return AccuracyResult(0.0, LIMIT_REASON, pred, gold), outcome.library_timeouts
+    if outcome.equal is None:
+        return None, outcome.library_timeouts
+    reason = "symbolic" if outcome.equal else "symbolic_mismatch"
+    return AccuracyResult(float(outcome.equal), reason, pred, gold), outcome.library_timeouts
 
 
 def check_symbolic(pred: str, gold: str, settings: AccuracySettings) -> AccuracyResult | None:
-    if not (looks_mathematical(pred) or looks_mathematical(gold)):
-        return None
-    if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:
-        return None
-    equal = _symbolic_equal(pred, gold, settings.symbolic_timeout_s)
-    if equal is None:
-        return None
-    return AccuracyResult(1.0 if equal else 0.0, "symbolic" if equal else "symbolic_mismatch", pred, gold)
+    return _symbolic_check(pred, gold, settings, symbolic_outcome)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,25 +470,36 @@ def grade_answer(
     settings: AccuracySettings,
     choices: Sequence[str] = (),
     answer_type: AnswerType | None = None,
+    *,
+    symbolic: SymbolicFn | None = None,
 ) -> AccuracyResult:
     """Grade an already extracted answer span against the gold (ordered checks, see module doc).
 
-    Paper Appendix B.
+    Paper Appendix B. ``symbolic`` answers the symbolic check (default :func:`symbolic_outcome`,
+    the worker).
     """
     pred, gold_norm = normalize_answer(str(answer)), normalize_answer(str(gold))
     if not pred:
         return AccuracyResult(0.0, "empty_answer", pred, gold_norm)
+    outcome_of = symbolic or symbolic_outcome
+    library_timeouts = 0
+
+    def check_formula(p: str, g: str, s: AccuracySettings) -> AccuracyResult | None:
+        nonlocal library_timeouts
+        result, library_timeouts = _symbolic_check(p, g, s, outcome_of)
+        return result
+
     checks: dict[str, Check] = {
         "choice": lambda p, g, s: check_choice(p, g, s, choices),
         "numeric": check_numeric,
-        "symbolic": check_symbolic,
+        "symbolic": check_formula,
         "text": check_text,
     }
     for name in CHECK_ORDER.get(answer_type, CHECK_ORDER[None]):
         result = checks[name](pred, gold_norm, settings)
         if result is not None:
-            return result
-    return AccuracyResult(0.0, "no_check_applies", pred, gold_norm)
+            return replace(result, library_timeouts=library_timeouts)
+    return AccuracyResult(0.0, "no_check_applies", pred, gold_norm, library_timeouts)
 
 
 def grade_response(
@@ -417,6 +508,8 @@ def grade_response(
     settings: AccuracySettings,
     choices: Sequence[str] = (),
     answer_type: AnswerType | None = None,
+    *,
+    symbolic: SymbolicFn | None = None,
 ) -> AccuracyResult:
     """Extract the final answer from a whole response and grade it. Never raises.
 
@@ -425,9 +518,10 @@ def grade_response(
     Args:
         prediction_text: the model's response (text, image segments shown as ``<image>``).
         gold: the reference answer (a letter, number, formula or text).
-        settings: threshold and timeout, from params.yaml ``reward``.
+        settings: threshold, timeout and limits, from params.yaml ``reward``.
         choices: option texts of a multiple-choice question, in letter order.
         answer_type: restrict the checks (``CHECK_ORDER``); None tries all in order.
+        symbolic: answers the symbolic check (default: the bounded worker).
 
     Returns:
         An :class:`AccuracyResult` with score in [0, 1] and the reason.
@@ -436,9 +530,56 @@ def grade_response(
         answer = extract_final_answer(prediction_text)
         if answer is None:
             return AccuracyResult(0.0, "no_final_answer", "", str(gold))
-        return grade_answer(answer, str(gold), settings, tuple(map(str, choices)), answer_type)
+        return grade_answer(
+            answer, str(gold), settings, tuple(map(str, choices)), answer_type, symbolic=symbolic
+        )
     except Exception as err:  # a grader bug must not stop training: score 0, say why
         return AccuracyResult(0.0, f"grader_error: {type(err).__name__}: {err}", "", str(gold))
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    """One response to grade (the arguments of :func:`grade_response`)."""
+
+    prediction_text: Any
+    gold: Any
+    choices: Sequence[str] = ()
+    answer_type: AnswerType | None = None
+
+
+def grade_responses(requests: Sequence[GradeRequest], settings: AccuracySettings) -> list[AccuracyResult]:
+    """:func:`grade_response` for a batch, with one worker round-trip for all its formulas.
+
+    A first pass grades every response and notes the (prediction, gold) pairs that reach
+    the symbolic check; they go to the worker together (:func:`symbolic_outcomes`), and
+    only the responses that asked are graded again with the answers. Same results as
+    grading one by one.
+    """
+    asked: list[tuple[str, str]] = []
+
+    def note(pred: str, gold: str, _: AccuracySettings) -> SymbolicOutcome:
+        asked.append((pred, gold))
+        return SymbolicOutcome(None, False, 0)
+
+    def grade(request: GradeRequest, symbolic: SymbolicFn) -> AccuracyResult:
+        return grade_response(
+            request.prediction_text, request.gold, settings, request.choices, request.answer_type,
+            symbolic=symbolic,
+        )  # fmt: skip
+
+    results, waiting = [], []
+    for index, request in enumerate(requests):
+        before = len(asked)
+        results.append(grade(request, note))
+        if len(asked) > before:
+            waiting.append(index)
+    if not waiting:
+        return results
+    pairs = list(dict.fromkeys(asked))
+    answers = dict(zip(pairs, symbolic_outcomes(pairs, settings), strict=True))
+    for index in waiting:
+        results[index] = grade(requests[index], lambda pred, gold, _: answers[(pred, gold)])
+    return results
 
 
 def accuracy_reward(
@@ -455,7 +596,12 @@ def accuracy_reward(
 
 def strict_settings(settings: AccuracySettings) -> AccuracySettings:
     """The same verifier with partial credit switched off (similarity never exceeds 1)."""
-    return AccuracySettings(partial_credit_threshold=1.0, symbolic_timeout_s=settings.symbolic_timeout_s)
+    return replace(settings, partial_credit_threshold=1.0)
+
+
+def grade_responses_strict(requests: Sequence[GradeRequest], settings: AccuracySettings) -> list[AccuracyResult]:
+    """:func:`grade_responses` without partial credit: every score is 0 or 1."""
+    return grade_responses(requests, strict_settings(settings))
 
 
 def grade_response_strict(

@@ -8,7 +8,7 @@ for the whole batch at once, then the combination.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,8 +19,11 @@ from omni_r1.rewards.accuracy import (
     AccuracyResult,
     AccuracySettings,
     AnswerType,
+    GradeRequest,
     grade_response,
     grade_response_strict,
+    grade_responses,
+    grade_responses_strict,
 )
 from omni_r1.rewards.combined import COMBINATIONS, RewardWeights, add_fidelity_term
 from omni_r1.rewards.format import official_format_reward, trajectory_format_reward
@@ -30,6 +33,11 @@ AccuracyGrader = Callable[..., AccuracyResult]
 ACCURACY_VARIANTS: dict[str, AccuracyGrader] = {
     "appendix_b": grade_response,  # ordered checks with partial credit for close text
     "strict": grade_response_strict,  # the same checks, every score 0 or 1
+}
+BatchGrader = Callable[[Sequence[GradeRequest], AccuracySettings], list[AccuracyResult]]
+ACCURACY_BATCH_VARIANTS: dict[str, BatchGrader] = {  # the same variants, a batch at a time
+    "appendix_b": grade_responses,
+    "strict": grade_responses_strict,
 }
 FORMAT_VARIANTS: dict[str, Callable[[Any], float]] = {
     "trajectory": trajectory_format_reward,
@@ -44,6 +52,8 @@ def accuracy_settings(cfg: RewardConfig) -> AccuracySettings:
     return AccuracySettings(
         partial_credit_threshold=cfg.partial_credit_threshold,
         symbolic_timeout_s=cfg.symbolic_timeout_s,
+        grader_time_limit_s=cfg.grader_time_limit_s,
+        grader_memory_limit_mb=cfg.grader_memory_limit_mb,
     )
 
 
@@ -66,6 +76,14 @@ def accuracy_grader(cfg: RewardConfig) -> Callable[..., AccuracyResult]:
     return grader
 
 
+def accuracy_batch_grader(cfg: RewardConfig) -> Callable[[Sequence[GradeRequest]], list[AccuracyResult]]:
+    """``grade(requests) -> results``: :func:`accuracy_grader` for a batch, the formulas of
+    the whole batch sent to the symbolic worker together."""
+    grade = lookup(ACCURACY_BATCH_VARIANTS, cfg.accuracy, "accuracy variant")
+    settings = accuracy_settings(cfg)
+    return lambda requests: grade(requests, settings)
+
+
 @dataclass(frozen=True)
 class RewardBatch:
     """Every part of the reward, [B] each, plus the accuracy reasons for logging."""
@@ -77,6 +95,7 @@ class RewardBatch:
     has_image: torch.Tensor
     accuracy_reasons: list[str]
     fidelity: torch.Tensor | None = None  # [B] mean fidelity of scored images (NaN: none); None when off
+    accuracy_timeouts: list[int] = field(default_factory=list)  # math-verify timeouts per response
 
 
 def score_batch(
@@ -107,13 +126,15 @@ def score_batch(
             from :func:`omni_r1.rewards.fidelity.score_fidelity`; adds ``reward.fidelity_weight``
             times it. Callers leave it None when the weight is 0, so nothing is computed.
     """
-    grader = accuracy_grader(cfg)
+    grade = accuracy_batch_grader(cfg)
     format_reward = lookup(FORMAT_VARIANTS, cfg.format, "format variant")
     combine = lookup(REWARD_COMBINATIONS, cfg.combination, "reward combination")
     count = len(texts)
     choices = choices or [()] * count
     answer_types = answer_types or [None] * count
-    graded = [grader(t, g, c, a) for t, g, c, a in zip(texts, golds, choices, answer_types, strict=True)]
+    graded = grade(
+        [GradeRequest(t, g, c, a) for t, g, c, a in zip(texts, golds, choices, answer_types, strict=True)]
+    )
     dtype = codebook.dtype if codebook.is_floating_point() else torch.float32
     accuracy = torch.tensor([g.score for g in graded], dtype=dtype)  # [B]
     fmt = torch.tensor([format_reward(t) for t in texts], dtype=dtype)  # [B]
@@ -136,4 +157,5 @@ def score_batch(
         has_image=has_image,
         accuracy_reasons=[g.reason for g in graded],
         fidelity=fidelity,
+        accuracy_timeouts=[g.library_timeouts for g in graded],
     )

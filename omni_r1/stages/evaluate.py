@@ -22,7 +22,8 @@ What it does, for ``--track <t> --step <s>`` (step names in :mod:`omni_r1.eval.c
 6. writes ``<eval.predictions_dir>/<track>_<step>.parquet`` (question, gold, prediction,
    verdict, number of images, perception score, generated codes and their mean embedding,
    per-image fidelity), ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` (accuracy per
-   slice and the sample-weighted ``average``, the ``accuracy_interval`` block: each accuracy
+   slice, the sample-weighted ``average``, the grader's ``grader_limit_count`` /
+   ``grader_timeout_count``, the ``accuracy_interval`` block: each accuracy
    with its seeded 95% bootstrap interval over items and its item count, and the ``fidelity``
    block), ``<paths.metrics_dir>/protocol_<track>_<step>.json`` (the protocol and judge those
    numbers were produced under) and the trajectory gallery
@@ -54,6 +55,7 @@ from omni_r1.eval.judges import build_judge
 from omni_r1.eval.paired import ACCURACY_INTERVAL_KEY, mlflow_interval_metrics
 from omni_r1.eval.trajectories import render_checkpoint_gallery
 from omni_r1.model.images import decode_codes
+from omni_r1.rewards.accuracy import LIMIT_REASON
 from omni_r1.tracking import log_dataset_manifest, stage_run
 
 
@@ -106,7 +108,13 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")
         metrics_path = ref.metrics_path(cfg.paths.metrics_dir)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_file = {**result.metrics, ACCURACY_INTERVAL_KEY: result.accuracy_intervals, "fidelity": result.fidelity}
+        grader = {  # answers the grader scored 0 at a time/memory limit; math-verify timeouts met
+            "grader_limit_count": sum(v.reason == LIMIT_REASON for v in result.verdicts),
+            "grader_timeout_count": sum(v.library_timeouts for v in result.verdicts),
+        }
+        metrics_file = {
+            **result.metrics, **grader, ACCURACY_INTERVAL_KEY: result.accuracy_intervals, "fidelity": result.fidelity
+        }
         metrics_path.write_text(json.dumps(metrics_file, indent=1) + "\n", encoding="utf-8")
         protocol = protocol_of(cfg.eval, cfg.judge.name)
         protocol_path = metrics_path.with_name(f"protocol_{ref.name}.json")
@@ -121,7 +129,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
         gallery.parent.mkdir(parents=True, exist_ok=True)
         gallery.write_text(page, encoding="utf-8")
 
-        mlflow.log_metrics({f"omnibench.{key}": value for key, value in result.metrics.items()})
+        mlflow.log_metrics({f"omnibench.{key}": value for key, value in {**result.metrics, **grader}.items()})
         mlflow.log_metrics(mlflow_interval_metrics(result.accuracy_intervals))
         mlflow.log_metrics(mlflow_fidelity_metrics(result.fidelity))
         mlflow.log_metrics(

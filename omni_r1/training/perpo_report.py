@@ -63,6 +63,8 @@ def summary_metrics(
     summary[f"train_reward_last{window}"] = _window(history, "reward/mean", slice(-window, None))
     summary["kept_group_fraction"] = _window(history, "filter/kept_group_fraction", slice(None))
     summary["skipped_updates"] = int(sum(h.get("filter/skipped_update", 0.0) for h in history))
+    summary["grader_limit_count"] = int(sum(h.get("grader/limit_count", 0.0) for h in history))
+    summary["grader_timeout_count"] = int(sum(h.get("grader/timeout_count", 0.0) for h in history))
     summary["history"] = [  # per-step training-rollout values (the report's reward-vs-step plot)
         {"step": step, **{key: _window([entry], key, slice(None)) for key in SUMMARY_KEYS.values()}}
         for step, entry in enumerate(history, start=1)

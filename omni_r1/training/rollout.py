@@ -44,6 +44,7 @@ from omni_r1.executor import Executor
 from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
+from omni_r1.rewards.accuracy import LIMIT_REASON
 from omni_r1.rewards.fidelity import NEEDS_DECODER, response_fidelity, visual_codec
 from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.registry import RewardBatch, score_batch
@@ -162,6 +163,8 @@ class Response:
     perception: float  # NaN without a complete image
     has_image: bool
     fidelity: float = math.nan  # mean fidelity of the scored images; NaN without one or when the term is off
+    accuracy_reason: str = ""  # why the grader gave its score (``grader_limit``: a limit was hit)
+    grader_timeouts: int = 0  # math-verify timeouts met while grading
 
 
 def response_lengths(generated: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -335,6 +338,7 @@ def score_responses(
     decoded = [decode_interleaved(tokenizer, layout, row) for row in rows]
     response_ids, response_mask = right_pad(rows, layout.pad_id)  # [B, N]
     scores = scorer([text for text, _ in decoded], owners, response_ids, response_mask)
+    timeouts = scores.accuracy_timeouts or [0] * len(rows)
     return [
         Response(
             prompt_index=prompt_indices[row],
@@ -349,6 +353,8 @@ def score_responses(
             perception=float(scores.perception[row]),
             has_image=bool(scores.has_image[row]),
             fidelity=float(scores.fidelity[row]) if scores.fidelity is not None else math.nan,
+            accuracy_reason=scores.accuracy_reasons[row],
+            grader_timeouts=timeouts[row],
         )
         for row in range(len(rows))
     ]
@@ -463,6 +469,8 @@ def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[s
         "response/images": finite_mean([float(r.image_codes.shape[0]) for r in responses]),
         "perf/tokens_per_s": tokens / gen_seconds if gen_seconds > 0 else 0.0,
         **({} if math.isnan(fidelity) else {"reward/fidelity": fidelity}),
+        "grader/limit_count": float(sum(r.accuracy_reason == LIMIT_REASON for r in responses)),
+        "grader/timeout_count": float(sum(r.grader_timeouts for r in responses)),
     }
 
 

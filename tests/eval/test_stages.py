@@ -37,10 +37,11 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     out = evaluate.run(cfg, track=ref.track, step=ref.step)
     metrics = json.loads(out["metrics_path"].read_text())
     assert out["metrics_path"] == Path(cfg.paths.metrics_dir) / "omnibench_omni_r1_zero_no_perception_10.json"
-    assert set(metrics) == {"natural", "structured", "diagrammatic", "vision_operational", "average", "accuracy_interval",
-                            "fidelity"}
+    slices = {"natural", "structured", "diagrammatic", "vision_operational", "average"}
+    assert set(metrics) == slices | {"grader_limit_count", "grader_timeout_count", "accuracy_interval", "fidelity"}
     rows = read_predictions(out["predictions"])
     assert len(rows) == 4
+    assert metrics["grader_limit_count"] == sum(r["judge_reason"] == "grader_limit" for r in rows)
     assert metrics["average"] == sum(r["verdict"] for r in rows) / 4
     intervals = metrics["accuracy_interval"]
     assert [intervals[name]["items"] for name in ("natural", "structured", "diagrammatic", "vision_operational",
@@ -66,6 +67,7 @@ def test_evaluate_stage_writes_metrics_predictions_and_gallery(bench_dirs, eval_
     assert runs[0].data.metrics["fidelity.average.images.scored"] == fidelity["average"]["images"]["scored"]
     inputs = [(d.dataset.name, [t.value for t in d.tags]) for d in runs[0].inputs.dataset_inputs]
     assert inputs == [(cfg.eval.dataset, ["evaluation"])]  # the bench it read, as a run input
+    assert runs[0].data.metrics["omnibench.grader_limit_count"] == metrics["grader_limit_count"]
 
 
 def test_missing_checkpoint_is_a_clear_error(eval_cfg) -> None:

@@ -46,14 +46,10 @@ def test_work_pool_template_gives_flow_pods_gpus(cfg):
     assert template["variables"]["properties"]["image"]["default"] == cfg.orchestration.gpu.image
 
 
-def test_perpo_rayjob_without_the_verl_manifest_writer_is_a_clear_refusal(cfg, tmp_path):
-    import subprocess
-    import sys
+def test_perpo_rayjob_before_its_inputs_exist_is_a_clear_error(cfg, tmp_path):
+    import shutil
 
-    help_text = subprocess.run(
-        [sys.executable, "-m", "omni_r1.cli", "perpo", "--help"], capture_output=True, text=True, cwd=REPO_ROOT
-    ).stdout
-    if "--manifest" in help_text:
-        pytest.skip("this checkout has the verl manifest writer; its own tests cover the RayJob")
-    with pytest.raises(NotImplementedError, match="omni-r1 perpo --engine verl --dry-run --manifest"):
-        perpo_rayjob(cfg, "omni_r1", REPO_ROOT)
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "params", tmp_path / "params")
+    with pytest.raises(RuntimeError, match=r"(?s)omni-r1 perpo --engine verl --dry-run --manifest.*omni-r1 pesft"):
+        perpo_rayjob(cfg, "omni_r1", tmp_path)  # no PeSFT checkpoint yet: the dry run names the stage to run

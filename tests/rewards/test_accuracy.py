@@ -16,7 +16,9 @@ from omni_r1.rewards.accuracy import (
 )
 from omni_r1.rewards.registry import accuracy_grader
 
-SETTINGS = AccuracySettings(partial_credit_threshold=0.77, symbolic_timeout_s=5)
+SETTINGS = AccuracySettings(
+    partial_credit_threshold=0.77, symbolic_timeout_s=5, grader_time_limit_s=10, grader_memory_limit_mb=1024
+)
 
 
 def grade(answer: str, gold: str, choices=(), answer_type=None):
@@ -142,3 +144,10 @@ def test_never_raises_and_stays_in_range(answer, gold, choices, answer_type, wit
     text = f"Final Answer: {answer}" if with_marker else answer
     score = accuracy_reward(text, gold, tuple(choices), answer_type, settings=SETTINGS)
     assert 0.0 <= score <= 1.0
+
+
+def test_fraction_beyond_float_range_is_not_a_grader_error() -> None:
+    huge = "9" * 400 + "/3"  # int / int overflows a float
+    assert parse_number(huge) is None
+    result = grade(huge, "5")
+    assert result.score == 0.0 and not result.reason.startswith("grader_error")
