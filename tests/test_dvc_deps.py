@@ -1,9 +1,9 @@
 """Every DVC stage depends on exactly the omni_r1 code it runs.
 
 A stage's command is ``omni-r1 <name>``, which runs ``omni_r1/stages/<name>.py``. Its code
-is the import closure of that module inside ``omni_r1/``: a static walk over the AST of each
+is the import closure of that module inside ``omni_r1/`` (tests/codebase.py: a static walk over the AST of each
 file (top-level and function-local imports, relative imports resolved), plus the
-``__init__.py`` of every package on the way when it holds code (an empty one runs nothing).
+``__init__.py`` of every package on the way when it holds code; an empty one runs nothing).
 Each module of the closure must be covered by a code dependency of the stage in dvc.yaml
 (the file itself or a folder above it), and every ``omni_r1`` dependency must cover at least
 one module of the closure, so a stale or missing dependency fails with the paths to fix.
@@ -11,87 +11,35 @@ one module of the closure, so a stale or missing dependency fails with the paths
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
+from codebase import REPO_ROOT as ROOT
+from codebase import stage_closures
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "omni_r1"
 
 
-def module_file(name: str) -> Path | None:
-    """The file of dotted module ``name`` under the repository root, or None if it is not ours."""
-    base = ROOT.joinpath(*name.split("."))
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_names(path: Path) -> set[str]:
-    """Dotted names a file imports (``from a import b`` gives ``a`` and ``a.b``), relative ones resolved."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in names if name == PACKAGE or name.startswith(f"{PACKAGE}.")}
-
-
-def package_inits(name: str) -> set[Path]:
-    """``__init__.py`` files that run when ``name`` is imported and hold code."""
-    parts = name.split(".")
-    inits = set()
-    for depth in range(1, len(parts) + 1):
-        init = ROOT.joinpath(*parts[:depth], "__init__.py")
-        if init.is_file() and init.read_text(encoding="utf-8").strip():
-            inits.add(init)
-    return inits
-
-
-def import_closure(start: Path) -> set[Path]:
-    """Every omni_r1 file that importing ``start`` may run (empty ``__init__.py`` files left out)."""
-    seen: set[Path] = set()
-    todo = [start]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in imported_names(path):
-            found = module_file(name)
-            if found is not None:
-                todo.append(found)
-            todo.extend(package_inits(name))
-    return {path for path in seen if path.name != "__init__.py" or path.read_text(encoding="utf-8").strip()}
+def code_closure(stage_name: str) -> set[Path]:
+    """Every omni_r1 file that running stage module ``stage_name`` may execute (the import
+    closure of :func:`codebase.stage_closures`), less ``__init__.py`` files that hold no code."""
+    return {
+        path for path in stage_closures(ROOT)[stage_name]
+        if path.name != "__init__.py" or path.read_text(encoding="utf-8").strip()
+    }  # fmt: skip
 
 
 def stage_definitions() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
-def stage_module(stage: dict) -> Path:
+def stage_module(stage: dict) -> str:
+    """The stage module a dvc.yaml command runs: ``omni-r1 <name>`` → ``omni_r1/stages/<name>.py``."""
     body = stage.get("do", stage)
     words = body["cmd"].split()
     assert words[0] == "omni-r1", body["cmd"]
-    return ROOT / PACKAGE / "stages" / f"{words[1]}.py"
+    return words[1].replace("-", "_")
 
 
 def code_deps(stage: dict) -> list[str]:
@@ -107,7 +55,7 @@ def covered(path: Path, deps: list[str]) -> bool:
 def test_closure_follows_relative_and_local_imports():
     # omni_r1/data/__init__.py re-exports with relative imports; the closure of the
     # prepare stage must reach through them to the record schema.
-    closure = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "omni_r1/stages/prepare.py")}
+    closure = {p.relative_to(ROOT).as_posix() for p in code_closure("prepare")}
     assert "omni_r1/data/records.py" in closure
     assert "omni_r1/config.py" in closure
 
@@ -116,7 +64,7 @@ def test_closure_follows_relative_and_local_imports():
 def test_stage_code_deps_match_import_closure(name):
     stage = stage_definitions()[name]
     deps = code_deps(stage)
-    closure = import_closure(stage_module(stage))
+    closure = code_closure(stage_module(stage))
     missing = sorted(p.relative_to(ROOT).as_posix() for p in closure if not covered(p, deps))
     assert not missing, f"dvc.yaml stage {name!r} lacks code deps: {missing}"
     unused = sorted(dep for dep in deps if not any(covered(p, [dep]) for p in closure))
