@@ -1,8 +1,8 @@
 """Every DVC stage depends on exactly the omni_r1 code it runs.
 
 A stage's command is ``omni-r1 <name>``, which runs ``omni_r1/stages/<name>.py``. Its code
-is the import closure of that module inside ``omni_r1/`` (tests/codebase.py: a static walk over the AST of each
-file (top-level and function-local imports, relative imports resolved), plus the
+is the import closure of that module inside ``omni_r1/`` (tests/codebase.py: a static walk
+over the AST of each file, function-local and relative imports included, plus the
 ``__init__.py`` of every package on the way when it holds code; an empty one runs nothing).
 Each module of the closure must be covered by a code dependency of the stage in dvc.yaml
 (the file itself or a folder above it), and every ``omni_r1`` dependency must cover at least
