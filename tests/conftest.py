@@ -35,8 +35,10 @@ def mlflow_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("OMNI_R1_PARENT_RUN_ID", raising=False)
-    # an earlier mlflow.set_tracking_uri in this process would win over the variable
+    # an earlier mlflow.set_tracking_uri or set_experiment in this process would win over the
+    # variable, or point at an experiment id of another store
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("Default")
     yield uri
     mlflow.set_tracking_uri(None)
 

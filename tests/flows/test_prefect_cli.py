@@ -1,6 +1,6 @@
 """The Prefect CLI against `prefect server start` on 127.0.0.1: list commands and a deployment run.
 
-The server, and `omni-r1 serve` (the repository's prefect.yaml deployments, served from this
+The server, and `python -m flows.serve` (the repository's prefect.yaml deployments, served from this
 checkout), run as subprocesses started and stopped here. The deployment run goes through
 `prefect deployment run --watch` with an override, on the toy DVC project, so the run is a
 DVC experiment whose name must show in the run's Prefect artifacts.
@@ -110,13 +110,13 @@ def test_a_deployment_run_through_the_cli(prefect_server, toy_project_factory, t
     project = toy_project_factory("cli_run")
     server_log = (tmp_path / "serve.log").open("wb")
     serve = subprocess.Popen(
-        [str(BIN / "omni-r1"), "serve"], cwd=REPO_ROOT, env=prefect_server,
+        [str(BIN / "python"), "-m", "flows.serve"], cwd=REPO_ROOT, env=prefect_server,
         stdout=server_log, stderr=subprocess.STDOUT,
     )
     try:
         wait_until(
             lambda: "pipeline/pipeline" in prefect_cli(prefect_server, "deployment", "ls").stdout,
-            serve, "omni-r1 serve",
+            serve, "python -m flows.serve",
         )
         params = {
             "project_dir": str(project),
