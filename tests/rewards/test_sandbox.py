@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hand_batch import HAND_CODEBOOK, HAND_LAYOUT
 
-from omni_r1.model.layout import TokenLayout
 from omni_r1.rewards.accuracy import (
     LIMIT_REASON,
     AccuracySettings,
@@ -162,12 +162,7 @@ def test_worker_ends_with_its_caller() -> None:
 
 
 def test_limit_hits_are_counted_in_batch_and_step_metrics(cfg) -> None:
-    layout = TokenLayout(
-        bos_id=0, pad_id=1, eos_id=2, boi_id=21, eoi_id=20, image_token_start=10, num_codes=4,
-        grid_h=2, grid_w=2, image_size=16, reasoning_open_id=22, reasoning_close_id=23,
-        answer_open_id=24, answer_close_id=25, vocab_size=30,
-    )  # fmt: skip
-    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 2.0]])
+    layout, codebook = HAND_LAYOUT, HAND_CODEBOOK
     ids = torch.tensor([[26, 27, 28, 29], [26, 27, 28, 29]])
     texts = [f"THOUGHT 1: guess.\nFinal Answer: {TOWER}", "THOUGHT 1: add.\nFinal Answer: 4"]
     batch = score_batch(cfg.reward, texts, ["4", "4"], ids, torch.ones_like(ids), codebook, layout)

@@ -222,17 +222,24 @@ def test_collated_batch_puts_responses_after_left_padded_prompts(tiny_builder, c
         assert batch.attention_mask[row, : batch.prompt_width - p].sum() == 0
 
 
-def test_gallery_shows_decoded_step_images_and_the_reward(tiny_builder):
+def one_response_rollout(tiny_builder, text: str, images: int, format_reward: float):
+    """The prompts of one record and one scored response to it with ``images`` zero-code images."""
     tiny = tiny_builder(seed=0)
     records = make_records(1, mixed=set())
     codes = input_codes(records, tiny.layout.num_codes, tiny.layout.tokens_per_image)
     prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer, source="test")
     response = Response(
-        prompt_index=0, group=0, prompt_ids=prompts[0].prompt_ids, response_ids=torch.tensor([2]),
-        text="THOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3",
-        image_codes=torch.zeros(1, tiny.layout.tokens_per_image, dtype=torch.long),
-        reward=0.25, accuracy=0.0, format=1.0, perception=0.5, has_image=True,
+        prompt_index=0, group=0, prompt_ids=prompts[0].prompt_ids, response_ids=torch.tensor([2]), text=text,
+        image_codes=torch.zeros(images, tiny.layout.tokens_per_image, dtype=torch.long),
+        reward=0.25, accuracy=0.0, format=format_reward, perception=0.5, has_image=True,
     )  # fmt: skip
+    return tiny, prompts, response
+
+
+def test_gallery_shows_decoded_step_images_and_the_reward(tiny_builder):
+    tiny, prompts, response = one_response_rollout(
+        tiny_builder, "THOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3", 1, 1.0
+    )
     decoded: list[torch.Tensor] = []
 
     def decode(codes: torch.Tensor) -> list[Image.Image]:
@@ -248,16 +255,9 @@ def test_gallery_shows_decoded_step_images_and_the_reward(tiny_builder):
 
 def test_gallery_keeps_an_image_drawn_outside_any_step(tiny_builder):
     """Two decoded images, one image slot: both images are shown, as the evaluation gallery does."""
-    tiny = tiny_builder(seed=0)
-    records = make_records(1, mixed=set())
-    codes = input_codes(records, tiny.layout.num_codes, tiny.layout.tokens_per_image)
-    prompts = build_prompts(records, codes, tiny.layout, tiny.tokenizer, source="test")
-    response = Response(
-        prompt_index=0, group=0, prompt_ids=prompts[0].prompt_ids, response_ids=torch.tensor([2]),
-        text="<image>\nTHOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3",
-        image_codes=torch.zeros(2, tiny.layout.tokens_per_image, dtype=torch.long),
-        reward=0.25, accuracy=0.0, format=0.0, perception=0.5, has_image=True,
-    )  # fmt: skip
+    _, prompts, response = one_response_rollout(
+        tiny_builder, "<image>\nTHOUGHT 1: look closer\nACTION: ZOOM(0.1, 0.1, 0.5, 0.5)\n<image>\nFinal Answer: 3", 2, 0.0
+    )
 
     def decode(codes: torch.Tensor) -> list[Image.Image]:
         return [Image.new("RGB", (8, 8), (0, 0, 40 * i)) for i in range(codes.shape[0])]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from hand_batch import HAND_CODEBOOK, HAND_IDS, HAND_LAYOUT, HAND_MASK
 from PIL import Image
 
 from omni_r1.executor import Executor
@@ -27,16 +28,9 @@ def test_term_by_hand() -> None:
 
 
 def test_score_batch_adds_weighted_fidelity(cfg) -> None:
-    from omni_r1.model.layout import TokenLayout
 
-    layout = TokenLayout(
-        bos_id=0, pad_id=1, eos_id=2, boi_id=21, eoi_id=20, image_token_start=10, num_codes=4,
-        grid_h=2, grid_w=2, image_size=16, reasoning_open_id=22, reasoning_close_id=23,
-        answer_open_id=24, answer_close_id=25, vocab_size=30,
-    )  # fmt: skip
-    codebook = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 2.0]])
-    ids = torch.tensor([[26, 21, 10, 11, 12, 13, 20, 27], [26, 27, 28, 29, 1, 1, 1, 1]])
-    mask = torch.tensor([[1] * 8, [1] * 4 + [0] * 4])
+    layout, codebook = HAND_LAYOUT, HAND_CODEBOOK
+    ids, mask = HAND_IDS, HAND_MASK
     texts = ["THOUGHT 1: look.\n<image>\nFinal Answer: 4", "THOUGHT 1: guess.\nFinal Answer: 5"]
     weighted = cfg.reward.model_copy(update={"fidelity_weight": 0.3})
     base = score_batch(weighted, texts, ["4", "4"], ids, mask, codebook, layout)
