@@ -7,8 +7,12 @@ PeRPO: ``save_pretrained`` model + tokenizer + VQ decoder, so the folder is load
 - ``optimizer.safetensors`` + ``optimizer.json``: every tensor of the optimizer state under
   ``state.<param index>.<name>``, the rest (param groups, scalar state) as JSON;
 - ``rng_state.safetensors``: torch CPU RNG (and every CUDA device's) as uint8 tensors;
-- ``trainer_state.json``: step, scheduler state, python and numpy RNG states, and any
-  JSON-safe ``extra`` the trainer keeps (prompt cursor, metric history, config hash).
+- ``trainer_state.json``: step, scheduler state and any JSON-safe ``extra`` the trainer
+  keeps (prompt cursor, metric history, config hash).
+
+Only torch's generators are saved: training draws from nothing else, while Python's and
+NumPy's global generators are advanced by libraries (tracking, HTTP clients) by amounts that
+differ from run to run, so storing them would make two identical runs write different files.
 
 Atomicity: the folder is written under a hidden temporary name beside the final one,
 every file and the folder are fsynced, then it is renamed into place. A failure at any
@@ -57,26 +61,25 @@ class TrainerState:
 # ---------------------------------------------------------------------------------------------
 
 
-def capture_rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(JSON-safe python + numpy RNG state, torch RNG state tensors)."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    json_state = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-    }
+def capture_rng_state() -> dict[str, torch.Tensor]:
+    """Torch RNG state tensors: the CPU generator and every CUDA device's."""
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda_{index}"] = state
-    return json_state, tensors
+    return tensors
 
 
-def restore_rng_state(json_state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
-    version, internal, gauss = json_state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = json_state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+def restore_rng_state(
+    tensors: Mapping[str, torch.Tensor], json_state: Mapping[str, Any] | None = None
+) -> None:
+    """Restore torch's generators; Python/NumPy states only from checkpoints that stored them."""
+    if json_state and "python" in json_state:
+        version, internal, gauss = json_state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if json_state and "numpy" in json_state:
+        kind, keys, pos, has_gauss, cached = json_state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(tensors["torch_cpu"])
     if torch.cuda.is_available():
         cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
@@ -210,14 +213,8 @@ def save_checkpoint(
         meta, tensors = split_optimizer_state(optimizer.state_dict())
         save_file(tensors, str(folder / OPTIMIZER_TENSORS))
         _write_json(folder / OPTIMIZER_META, meta)
-        rng_json, rng_tensors = capture_rng_state()
-        save_file(rng_tensors, str(folder / RNG_TENSORS))
-        trainer = {
-            "step": state.step,
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_json,
-            "extra": state.extra,
-        }
+        save_file(capture_rng_state(), str(folder / RNG_TENSORS))
+        trainer = {"step": state.step, "scheduler": scheduler.state_dict(), "extra": state.extra}
         _write_json(folder / TRAINER_STATE, trainer)
 
     return write_folder_atomically(directory, write)
@@ -245,7 +242,7 @@ def load_checkpoint_state(
     )
     scheduler.load_state_dict(trainer["scheduler"])
     if restore_rng:
-        restore_rng_state(trainer["rng"], load_file(str(folder / RNG_TENSORS)))
+        restore_rng_state(load_file(str(folder / RNG_TENSORS)), trainer.get("rng"))
     return TrainerState(step=int(trainer["step"]), extra=trainer["extra"])
 
 
