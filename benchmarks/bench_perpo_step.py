@@ -75,7 +75,7 @@ def local_step_seconds(tokenizer) -> list[float]:
     cfg = cfg.model_copy(update={
         "perpo": cfg.perpo.model_copy(update={
             "gen_batch_size": PROMPTS, "train_batch_size": PROMPTS, "max_gen_batches": 1, "rollout_n": N,
-            "max_new_tokens": NEW_TOKENS, "ppo_mini_batch_size": PROMPTS, "micro_batch_size": PROMPTS * N,
+            "max_new_tokens": NEW_TOKENS, "ppo_mini_batch_size": PROMPTS, "micro_batch_size": PROMPTS * N, "rollout_batch_size": PROMPTS * N,
             "ppo_epochs": 1, "warmup_steps": 0}),
         "generation": cfg.generation.model_copy(update={"temperature": 1.0, "top_p": 0.95, "max_images_per_answer": 0}),
         "grpo": cfg.grpo.model_copy(update={"kl_loss_coef": 0.0, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28}),

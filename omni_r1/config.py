@@ -300,6 +300,8 @@ class PerpoConfig(Section):
     ppo_mini_batch_size: PositiveInt
     ppo_epochs: PositiveInt
     micro_batch_size: PositiveInt
+    rollout_batch_size: PositiveInt
+    kv_cache: Literal["static", "dynamic"]
     learning_rate: Annotated[float, Field(gt=0.0)]
     adam_betas: tuple[Probability, Probability]
     warmup_steps: Annotated[int, Field(ge=0)]

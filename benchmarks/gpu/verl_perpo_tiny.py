@@ -73,7 +73,7 @@ def bench_config(steps: int):
 
     data = load_config(REPO / "params.yaml").model_dump(mode="json")
     data["perpo"].update(
-        engine="verl", steps=steps, save_steps=[steps], train_batch_size=4, gen_batch_size=4,
+        engine="verl", max_steps=steps, save_steps=[steps], train_batch_size=4, gen_batch_size=4,
         rollout_n=4, ppo_mini_batch_size=4, micro_batch_size=16, max_new_tokens=256,
     )  # fmt: skip
     data["perpo"]["verl"].update(nnodes=1, n_gpus_per_node=1, tensor_parallel_size=1, gpu_memory_utilization=0.3)

@@ -24,6 +24,7 @@ from omni_r1.data.storage import MANIFEST, _atomic_write_bytes, read_records
 
 CODES_FILE = "codes.parquet"
 CACHE_KEY_FILE = "cache_key.json"
+ENCODE_CHUNK = 64  # images per encoder call: bounds memory only, the codes do not depend on it
 CODES_SCHEMA = pa.schema([("record_id", pa.string()), ("image_key", pa.string()), ("codes", pa.list_(pa.int32()))])
 
 Encoder = Callable[[Sequence[Image.Image]], torch.Tensor]  # images -> [N, H*W] codes
@@ -53,7 +54,7 @@ def is_cached(out_dir: Path | str, key: dict[str, str]) -> bool:
 
 def encode_dataset(
     dataset_dir: Path | str, out_dir: Path | str, encoder: Encoder, key: dict[str, str],
-    batch_size: int = 64,
+    batch_size: int = ENCODE_CHUNK,
     on_images: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Encode every image of a prepared dataset unless the cache key matches.

@@ -33,6 +33,7 @@ from omni_r1.eval.judges import Judge, JudgeItem, Verdict
 from omni_r1.eval.paired import accuracy_intervals
 from omni_r1.model.generation import (
     DecodeStepCounter,
+    cache_kwargs,
     decode_interleaved,
     generate_interleaved,
     generate_text_only,
@@ -165,21 +166,6 @@ def protocol_of(evaluation: EvalConfig, judge_name: str) -> dict[str, Any]:
         "max_new_tokens": evaluation.max_new_tokens,
         "judge": judge_name,
     }
-
-
-def cache_kwargs(kv_cache: str) -> dict[str, Any]:
-    """HF ``generate`` cache arguments.
-
-    ``static`` preallocates the KV cache for prompt + budget, so a decoding step writes into it
-    instead of concatenating every layer's keys and values (the same tokens; no
-    ``torch.compile``, which HF would otherwise switch on for a static cache on GPU);
-    ``dynamic`` is HF's growing cache.
-    """
-    if kv_cache == "static":
-        return {"cache_implementation": "static", "disable_compile": True}
-    if kv_cache == "dynamic":
-        return {}
-    raise ValueError(f"unknown kv_cache {kv_cache!r} (known: static, dynamic)")
 
 
 @torch.no_grad()

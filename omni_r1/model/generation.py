@@ -195,6 +195,21 @@ def _setting(generation_config: GenerationConfig | None, kwargs: dict[str, Any],
     return getattr(generation_config, key, None) if generation_config is not None else None
 
 
+def cache_kwargs(kv_cache: str) -> dict[str, Any]:
+    """HF ``generate`` cache arguments.
+
+    ``static`` preallocates the KV cache for prompt + budget, so a decoding step writes into it
+    instead of concatenating every layer's keys and values (the same tokens; no
+    ``torch.compile``, which HF would otherwise switch on for a static cache on GPU);
+    ``dynamic`` is HF's growing cache.
+    """
+    if kv_cache == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    if kv_cache == "dynamic":
+        return {}
+    raise ValueError(f"unknown kv_cache {kv_cache!r} (known: static, dynamic)")
+
+
 def generate_interleaved(
     model: Any,
     layout: TokenLayout,

@@ -96,9 +96,12 @@ def psnr(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse)
 
 
+SCORE_CHUNK = 64  # images per forward pass in evaluate_vq: bounds memory only, scores do not depend on it
+
+
 @torch.no_grad()
 def evaluate_vq(
-    vqmodel: ChameleonVQVAE, decoder: VQDecoder, pixels: torch.Tensor, batch_size: int = 64
+    vqmodel: ChameleonVQVAE, decoder: VQDecoder, pixels: torch.Tensor, batch_size: int = SCORE_CHUNK
 ) -> dict[str, float]:
     """Mean PSNR (dB) and the share of codebook entries used on ``pixels`` ``[N, 3, S, S]``."""
     scores, used = [], torch.zeros(vqmodel.quantize.num_embeddings, dtype=torch.bool)

@@ -41,7 +41,12 @@ from omni_r1.config import Config, RewardConfig
 from omni_r1.data.records import Record, record_to_trajectory
 from omni_r1.data.synthetic import initial_state
 from omni_r1.executor import Executor
-from omni_r1.model.generation import decode_interleaved, generate_interleaved, generation_kwargs
+from omni_r1.model.generation import (
+    cache_kwargs,
+    decode_interleaved,
+    generate_interleaved,
+    generation_kwargs,
+)
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
 from omni_r1.rewards.accuracy import LIMIT_REASON
@@ -190,20 +195,21 @@ class RolloutSettings:
     n: int
     max_new_tokens: int
     max_images: int
-    sampling: dict[str, Any]  # HF generate kwargs: do_sample, temperature, top_p, top_k
-    micro_batch_size: int
+    sampling: dict[str, Any]  # HF generate kwargs: do_sample, temperature, top_p, top_k, KV cache
+    batch_size: int  # responses per generate call (whole groups)
 
 
 def rollout_settings(cfg: Config) -> RolloutSettings:
     sampling = generation_kwargs(cfg.generation)
     sampling["max_new_tokens"] = cfg.perpo.max_new_tokens
     sampling["top_k"] = 0  # Table 6 samples with temperature and top-p only
+    sampling.update(cache_kwargs(cfg.perpo.kv_cache))
     return RolloutSettings(
         n=cfg.perpo.rollout_n,
         max_new_tokens=cfg.perpo.max_new_tokens,
         max_images=cfg.generation.max_images_per_answer,
         sampling=sampling,
-        micro_batch_size=cfg.perpo.micro_batch_size,
+        batch_size=cfg.perpo.rollout_batch_size,
     )
 
 
@@ -219,7 +225,7 @@ def sample_responses(
 
     ``on_prompts`` is called with the number of prompts of each generate call (progress).
     """
-    per_chunk = max(1, settings.micro_batch_size // settings.n)
+    per_chunk = max(1, settings.batch_size // settings.n)  # prompts per generate call
     responses: list[torch.Tensor] = []
     for start in range(0, len(prompts), per_chunk):
         input_ids, attention_mask = left_pad_prompts(

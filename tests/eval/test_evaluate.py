@@ -134,7 +134,7 @@ def test_image_embedding_is_the_mean_codebook_vector() -> None:
 
 
 def test_static_cache_and_batching_leave_greedy_answers_unchanged(bench_dirs, tiny_omni) -> None:
-    from omni_r1.eval.evaluate import cache_kwargs
+    from omni_r1.model.generation import cache_kwargs
 
     items = load_bench(*bench_dirs, max_per_slice=0)
     layout = tiny_omni.layout

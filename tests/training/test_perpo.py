@@ -93,6 +93,7 @@ def perpo_cfg(cfg, **perpo):
         "max_gen_batches": 3,
         "ppo_mini_batch_size": 1,
         "micro_batch_size": 4,
+        "rollout_batch_size": 4,
         "warmup_steps": 0,
         "probe_prompts": 0,
     }
