@@ -203,16 +203,26 @@ class PerpoTrainer:
     def collect(self) -> tuple[list[list[Response]], int, list[Response], int, float]:
         """Generate batches until enough mixed groups are kept (or the batch limit).
 
+        DAPO dynamic sampling, one generation batch after another. When
+        ``perpo.rollout_batch_size`` holds several generation batches, they are sampled in one
+        generate call and read in order; the prompts of batches that were not needed go back
+        to the cursor, so the prompts seen and the groups kept follow the same rule as one
+        batch at a time (only the random draws differ).
+
         Returns:
             (groups to train on, at most ``train_batch_size``; mixed groups found; all
-            responses generated; generation batches used; generation seconds).
+            responses of the batches used; generation batches used; generation seconds).
         """
         perpo = self.cfg.perpo
+        rows_per_batch = perpo.gen_batch_size * perpo.rollout_n
+        ahead = max(1, self.settings.batch_size // rows_per_batch)  # generation batches per call
         kept: list[list[Response]] = []
         generated: list[Response] = []
         seconds, batches = 0.0, 0
         while batches < perpo.max_gen_batches and len(kept) < perpo.train_batch_size:
-            indices = self.cursor.take(perpo.gen_batch_size)
+            count = min(ahead, perpo.max_gen_batches - batches)
+            position = self.cursor.position
+            indices = self.cursor.take(count * perpo.gen_batch_size)
             first_group = (self.step_count * perpo.max_gen_batches + batches) * perpo.gen_batch_size
             started = time.perf_counter()
             responses = generate_and_score(
@@ -226,9 +236,14 @@ class PerpoTrainer:
                 self.scorer,
             )
             seconds += time.perf_counter() - started
-            generated += responses
-            kept += keep_mixed_groups(responses, perpo.filter_metric)
-            batches += 1
+            for used in range(1, count + 1):
+                part = responses[(used - 1) * rows_per_batch : used * rows_per_batch]
+                generated += part
+                kept += keep_mixed_groups(part, perpo.filter_metric)
+                batches += 1
+                if len(kept) >= perpo.train_batch_size:
+                    self.cursor.position = position + used * perpo.gen_batch_size  # unused prompts go back
+                    break
         return kept[: perpo.train_batch_size], len(kept), generated, batches, seconds
 
     def update(self, batch: TrainingBatch) -> dict[str, float]:

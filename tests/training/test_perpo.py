@@ -22,6 +22,7 @@ from omni_r1.rewards.registry import RewardBatch
 from omni_r1.training.perpo import PerpoTrainer
 from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
 from omni_r1.training.rollout import (
+    PromptCursor,
     Response,
     build_prompts,
     collate_responses,
@@ -397,3 +398,25 @@ def test_only_a_same_fingerprint_checkpoint_is_resumed(tmp_path):
         tmp_path / "perpo"
     ).exists()  # stale checkpoints of another configuration are removed
     assert resumable_checkpoint(tmp_path / "perpo", "aaa") is None
+
+
+def test_batches_sampled_ahead_use_the_same_prompts_and_return_the_unused_ones(tiny_builder, cfg):
+    # one batch per call vs three batches per call: the DAPO rule (stop at the first batch that
+    # fills the train batch) decides the same prompts, groups and cursor position
+    order = PromptCursor(NUM_PROMPTS, cfg.run.seed).take(NUM_PROMPTS)
+    mixed = {order[0], order[2]}  # batch 1 keeps one group, batch 2 fills the train batch of 2
+    outcomes = []
+    for rollout_batch_size in (8, 24):  # gen_batch_size 2 x rollout_n 4 = 8 rows per batch
+        step_cfg = perpo_cfg(cfg, rollout_batch_size=rollout_batch_size)
+        scorer = GroupScorer()
+        trainer, prompts = make_trainer(tiny_builder, step_cfg, mixed, scorer)
+        kept, found, generated, batches, _ = trainer.collect()
+        assert [len(call) for call in scorer.calls] == ([8, 8] if rollout_batch_size == 8 else [24])
+        outcomes.append((
+            [[prompts[r.prompt_index].record_id for r in group][0] for group in kept],
+            sorted({r.group for group in kept for r in group}), found, batches,
+            sorted(r.prompt_index for r in generated), trainer.cursor.position,
+        ))  # fmt: skip
+    one_at_a_time, ahead = outcomes
+    assert ahead == one_at_a_time
+    assert one_at_a_time[3] == 2 and one_at_a_time[5] == 4  # batch 3's prompts went back
