@@ -56,7 +56,7 @@ from omni_r1.training.checkpoint import (
 )
 from omni_r1.training.perpo import PerpoTrainer, config_fingerprint
 from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
-from omni_r1.training.rollout import Response, build_prompts, reward_scorer
+from omni_r1.training.rollout import Response, build_prompts, image_renderer, reward_scorer
 
 # step metrics shown beside the progress bar: reward, accuracy, KL to the reference
 PROGRESS_POSTFIX = {"reward/mean": "reward", "reward/accuracy": "accuracy", "actor/kl_loss": "KL"}
@@ -147,8 +147,12 @@ def run(
     variant: str = "default",
     dry_run: bool = False,
     manifest: Path | None = None,
+    rendered: bool = False,
 ) -> dict[str, Any]:
     """Train PeRPO for one track (and variant); return the summary metrics.
+
+    ``rendered``: the executor draws every image of the rollouts and they are context (the
+    study's rendered regime, :class:`omni_r1.training.rollout.ImageRenderer`); local engine only.
 
     With ``perpo.engine: verl`` the run is a verl job (:func:`omni_r1.verl.launch.run_verl`):
     ``dry_run`` writes its inputs (and the RayJob ``manifest`` when given) and prints the
@@ -164,12 +168,15 @@ def run(
         raise FileNotFoundError(
             f"{start_dir}: no PeSFT checkpoint; run `omni-r1 pesft --track {track}`"
         )
+    if rendered and cfg.perpo.engine != "local":
+        raise ValueError("rendered images need perpo.engine: local (verl: see README, the study)")
     if cfg.perpo.engine == "verl":
         from omni_r1.verl.launch import run_verl
 
         return run_verl(cfg, track, start_dir, out_root, metrics_path, dry_run, manifest)
     if dry_run or manifest is not None:
         raise ValueError("--dry-run and --manifest apply to perpo.engine: verl")
+
     dataset_dir = Path(cfg.data.prepared_dir) / cfg.perpo.dataset
     encoded_dir = Path(cfg.data.encoded_dir) / cfg.perpo.dataset
 
@@ -187,6 +194,7 @@ def run(
         policy, reference if cfg.grpo.kl_loss_coef > 0 else None, omni.tokenizer, omni.layout, prompts, cfg,
         write_model=model_writer(policy, omni.tokenizer, start_dir), fingerprint=fingerprint,
         scorer=reward_scorer(cfg, policy, omni.layout, omni.vq_decoder),
+        renderer=image_renderer(cfg, policy, omni.tokenizer, omni.layout) if rendered else None,
     )  # fmt: skip
     resume_from = resumable_checkpoint(out_root, fingerprint)
     if resume_from is not None:
