@@ -23,6 +23,8 @@ differs, and is reported, is what those steps cost in tokens and wall time.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,128 @@ def budget(cfg: Config) -> dict[str, Any]:
         "eval.max_new_tokens": cfg.eval.max_new_tokens,
         "packing.max_length": cfg.packing.max_length,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: accuracy with intervals, paired differences, image statistics, cost
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_SOURCE = {"generated": "the model", "text_only": "none", "rendered": "the executor"}
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def image_statistics(regime: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Images per answer, and for generated images their perception score and fidelity.
+
+    Perception and fidelity (agreement with the executor's rendering of the same action,
+    :mod:`omni_r1.rewards.fidelity`) describe generated images only: a rendered image *is*
+    the executor's rendering, and text-only answers have none (NaN).
+    """
+    generated = regime == "generated"
+    return {
+        "images_per_answer": _finite_mean([row["images"] for row in rows]),
+        "perception": _finite_mean([row["perception"] for row in rows]) if generated else math.nan,
+        "fidelity": _finite_mean([row["fidelity"] for row in rows]) if generated else math.nan,
+    }
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _interval(summary: Mapping[str, Any]) -> str:
+    if summary.get("mean") is None:
+        return "—"
+    return f"{summary['mean']:.3f} [{_cell(summary['low'])}, {_cell(summary['high'])}] (n={summary['items']})"
+
+
+def accuracy_table(accuracy: Mapping[str, Mapping[str, Mapping[str, Any]]], confidence: float) -> list[str]:
+    """Markdown rows: one per regime, a column per Uni-Task slice and ``average``."""
+    groups = list(next(iter(accuracy.values())))
+    lines = [
+        f"| regime | {' | '.join(groups)} |",
+        "|---|" + "---|" * len(groups),
+    ]
+    for regime, block in accuracy.items():
+        lines.append(f"| {regime} | {' | '.join(_interval(block[g]) for g in groups)} |")
+    lines.append(f"\nAccuracy with its {confidence:.0%} percentile-bootstrap interval over items.")
+    return lines
+
+
+def paired_lines(paired: Mapping[str, Mapping[str, Mapping[str, Any]]], alpha: float) -> list[str]:
+    """Markdown rows of B − A per pair and slice, and one sentence per pair on what is distinguishable."""
+    lines = ["| B − A | slice | items | difference [interval] | B better / A better | p (sign test) | distinguishable |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    words = []
+    for pair, block in paired.items():
+        for group, entry in block.items():
+            diff = entry["difference"]
+            lines.append(
+                f"| {pair} | {group} | {entry['items']} | {_cell(diff['mean'])} [{_cell(diff['low'])}, {_cell(diff['high'])}]"
+                f" | {entry['better']} / {entry['worse']} | {entry['p_value']:.3g} | {'yes' if entry['distinguishable'] else 'no'} |"
+            )
+        found = [group for group, entry in block.items() if entry["distinguishable"]]
+        words.append(
+            f"- {pair}: distinguishable from noise at α = {alpha:.2g} on {', '.join(found)}."
+            if found
+            else f"- {pair}: no difference is distinguishable from noise at α = {alpha:.2g} (p ≥ α or the interval holds 0)."
+        )
+    return [*lines, "", *words]
+
+
+def study_markdown(
+    accuracy: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    paired: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    images: Mapping[str, Mapping[str, float]],
+    costs: Mapping[str, Mapping[str, Any]],
+    budgets: Mapping[str, Any],
+    confidence: float,
+    gallery: str,
+) -> str:
+    """``reports/study.md``: every number comes from the arguments (see :mod:`omni_r1.stages.study`)."""
+    alpha = 1.0 - confidence
+    cost_keys = list(next(iter(costs.values())))
+    lines = [
+        "# Does drawing help? Generated vs text-only vs rendered images",
+        "",
+        "Same records, same base, same budgets in every regime (`study` in params.yaml):",
+        "",
+        *[f"- `{key}`: {value}" for key, value in budgets.items()],
+        "",
+        "## Accuracy per regime and Uni-Task",
+        "",
+        *accuracy_table(accuracy, confidence),
+        "",
+        "## Paired differences on the same items",
+        "",
+        *paired_lines(paired, alpha),
+        "",
+        "## Images",
+        "",
+        "| regime | images drawn by | images per answer | perception score | fidelity to the executor |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {regime} | {IMAGE_SOURCE[regime]} | {_cell(s['images_per_answer'])} | {_cell(s['perception'])} | {_cell(s['fidelity'])} |"
+            for regime, s in images.items()
+        ],
+        "",
+        "## What each answer cost",
+        "",
+        f"| regime | {' | '.join(cost_keys)} |",
+        "|---|" + "---|" * len(cost_keys),
+        *[f"| {regime} | {' | '.join(_cell(c[k], 1) for k in cost_keys)} |" for regime, c in costs.items()],
+        "",
+        "Trained tokens: PeSFT labelled tokens per sequence × sequences per step × steps, plus the policy "
+        "tokens in the PeRPO losses; generated tokens: policy-chosen tokens of the PeRPO training rollouts "
+        "(inserted rendered images excluded).",
+        "",
+        f"## Gallery\n\nThe same Omni-Bench items under every regime: [{gallery}]({gallery})",
+        "",
+    ]
+    return "\n".join(lines)
