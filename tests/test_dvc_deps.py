@@ -30,8 +30,14 @@ def code_closure(stage_name: str) -> set[Path]:
     }  # fmt: skip
 
 
+PIPELINE_FILES = ("dvc.yaml", "study/dvc.yaml")  # the default graph, and the study experiment
+
+
 def stage_definitions() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    stages = {}
+    for name in PIPELINE_FILES:
+        stages.update(yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))["stages"])
+    return stages
 
 
 def stage_module(stage: dict) -> str:

@@ -47,7 +47,7 @@ from omni_r1.rewards.perception import perception_score
 from omni_r1.trajectory import Trajectory
 
 if TYPE_CHECKING:
-    from omni_r1.training.rollout import ImageRenderer
+    from omni_r1.rendering import ImageRenderer
 
 AVERAGE_KEY = "average"
 PREDICTIONS_SCHEMA = pa.schema(

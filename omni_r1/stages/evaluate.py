@@ -84,7 +84,7 @@ def run(cfg: Config, track: str, step: str, rendered: bool = False) -> dict[str,
     ``rendered``: the executor draws every image (the study's rendered regime).
     """
     from omni_r1.model.loading import load_omni
-    from omni_r1.training.rollout import image_renderer
+    from omni_r1.rendering import image_renderer
 
     ref = CheckpointRef(track, str(step))
     folder = checkpoint_folder(cfg, ref)

@@ -44,6 +44,7 @@ from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
 from omni_r1.model.loading import load_omni
+from omni_r1.rendering import image_renderer
 from omni_r1.tracking import file_sha256, log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.checkpoint import (
     MODEL_INDEX,
@@ -56,7 +57,7 @@ from omni_r1.training.checkpoint import (
 )
 from omni_r1.training.perpo import PerpoTrainer, config_fingerprint
 from omni_r1.training.perpo_report import rollout_gallery_html, summary_metrics
-from omni_r1.training.rollout import Response, build_prompts, image_renderer, reward_scorer
+from omni_r1.training.rollout import Response, build_prompts, reward_scorer
 
 # step metrics shown beside the progress bar: reward, accuracy, KL to the reference
 PROGRESS_POSTFIX = {"reward/mean": "reward", "reward/accuracy": "accuracy", "actor/kl_loss": "KL"}

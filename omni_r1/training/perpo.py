@@ -44,6 +44,7 @@ import torch
 from omni_r1.config import Config
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logprobs import token_logprobs
+from omni_r1.rendering import ImageRenderer
 from omni_r1.training.checkpoint import (
     TrainerState,
     load_checkpoint_state,
@@ -52,7 +53,6 @@ from omni_r1.training.checkpoint import (
 )
 from omni_r1.training.grpo import ADVANTAGE_ESTIMATORS, ppo_loss
 from omni_r1.training.rollout import (
-    ImageRenderer,
     PromptCursor,
     PromptItem,
     Response,

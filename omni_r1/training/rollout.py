@@ -21,8 +21,8 @@ needs rollouts without a trainer:
 5. Collation. :func:`collate_responses` lays kept responses out as the log-prob inputs:
    left-padded prompt, right-padded response and the response mask the loss averages over.
 
-Rendered images (the study's ``rendered`` regime): with an :class:`ImageRenderer` the
-sampler hands each BOI to :meth:`ImageRenderer.tool`, which runs the executor on the
+Rendered images (the study's ``rendered`` regime): with an
+:class:`omni_r1.rendering.ImageRenderer` the sampler hands each BOI to its ``tool``, which runs the executor on the
 response's current visual state (:func:`omni_r1.rewards.fidelity.tool_rendering`), encodes
 the image with the VQ tokenizer and has the interleave processor insert its codes. Inserted
 tokens are context, as tool outputs in agentic RL: each :class:`Response` carries its
@@ -46,7 +46,6 @@ from omni_r1.data.records import Record, record_to_trajectory
 from omni_r1.data.synthetic import initial_state
 from omni_r1.executor import Executor
 from omni_r1.model.generation import (
-    ImageTool,
     cache_kwargs,
     decode_interleaved,
     generate_interleaved,
@@ -55,18 +54,16 @@ from omni_r1.model.generation import (
 )
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
+from omni_r1.rendering import ImageRenderer
 from omni_r1.rewards.accuracy import LIMIT_REASON
 from omni_r1.rewards.fidelity import (
     NEEDS_DECODER,
-    Encode,
     response_fidelity,
-    tool_rendering,
     visual_codec,
 )
 from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.registry import RewardBatch, score_batch
 from omni_r1.training.grpo import mixed_outcome_mask
-from omni_r1.trajectory import IMAGE_SLOT
 
 # Record answer types (omni_r1.data.records.ANSWER_TYPES) → the accuracy grader's check order.
 GRADER_ANSWER_TYPES = {"number": "numeric", "choice": "choice", "text": "text"}
@@ -268,48 +265,9 @@ def sample_responses(
     return responses
 
 
-@dataclass(frozen=True)
-class ImageRenderer:
-    """The rendered regime's tool: executor on the visual state, then the VQ encoder.
-
-    Args:
-        executor: renders v_t = Exec(a_t, v_{t-1}) (paper Appendix A).
-        encode: images → codes [M, H*W] with the policy's VQ tokenizer
-            (:func:`omni_r1.rewards.fidelity.visual_codec`).
-        tokenizer, layout: the policy's, to read the response written so far.
-    """
-
-    executor: Executor
-    encode: Encode
-    tokenizer: Any
-    layout: TokenLayout
-
-    def tool(self, starts: Sequence[tuple[Image.Image | None, object | None]]) -> ImageTool:
-        """The :data:`ImageTool` of a generate call whose row ``r`` starts from ``starts[r]``.
-
-        ``starts[r]``: v_0 (the first input image, or None) and the task state of row r's prompt.
-        """
-
-        def draw(rows: Sequence[int], generated: Sequence[torch.Tensor]) -> torch.Tensor:
-            images = []
-            for row, ids in zip(rows, generated, strict=True):
-                text, _ = decode_interleaved(self.tokenizer, self.layout, ids)
-                image, _ = tool_rendering(text + IMAGE_SLOT, *starts[row], self.executor)
-                images.append(image)
-            return self.encode(images)  # [rows, H*W]
-
-        return draw
-
-
 def visual_start(item: PromptItem) -> tuple[Image.Image | None, object | None]:
     """v_0 and the task state a prompt's rendered images start from."""
     return (item.input_images[0] if item.input_images else None), item.initial_state
-
-
-def image_renderer(cfg: Config, policy: Any, tokenizer: Any, layout: TokenLayout) -> ImageRenderer:
-    """The :class:`ImageRenderer` of a policy: ``cfg.executor`` and the policy's frozen VQ encoder."""
-    codec = visual_codec(policy.model.vqmodel, None, cfg.fidelity.batch_size)
-    return ImageRenderer(Executor(cfg.executor), codec.encode, tokenizer, layout)
 
 
 def fidelity_scorer(cfg: Config, policy: Any, layout: TokenLayout, vq_decoder: Any | None) -> FidelityTerm | None:

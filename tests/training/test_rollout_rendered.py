@@ -11,9 +11,9 @@ from PIL import Image
 
 from omni_r1.executor import Executor
 from omni_r1.model.generation import InterleavedLogitsProcessor, tool_context_mask
+from omni_r1.rendering import ImageRenderer, Response, collate_responses
 from omni_r1.rewards.fidelity import visual_codec
 from omni_r1.training.grpo import ppo_loss
-from omni_r1.training.rollout import ImageRenderer, Response, collate_responses
 from omni_r1.trajectory import BBox
 
 
