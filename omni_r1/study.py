@@ -47,10 +47,13 @@ def regime_config(cfg: Config, regime: str) -> Config:
     generate images. Every budget is the same for every regime (:func:`budget`).
 
     Raises:
-        ValueError: an unknown regime, or ``study.track`` not a key of ``pesft.datasets``.
+        ValueError: an unknown regime, ``rendered`` with the verl engine, or ``study.track``
+            not a key of ``pesft.datasets``.
     """
     if regime not in REGIMES:
         raise ValueError(f"study.regimes: unknown regime {regime!r} (known: {', '.join(REGIMES)})")
+    if regime == "rendered" and cfg.perpo.engine != "local":
+        raise ValueError("study.regimes: rendered needs perpo.engine: local (the verl agent loop does not insert tool images)")
     if cfg.study.track not in cfg.pesft.datasets:
         raise ValueError(f"study.track: {cfg.study.track!r} is not a track of pesft.datasets")
     root = regime_dir(cfg, regime)

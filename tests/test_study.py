@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hand_batch import HAND_IDS, HAND_LAYOUT
 from PIL import Image
 
 from omni_r1.data.records import Record, RecordStep, record_to_trajectory, text_only_record, to_png
+from omni_r1.eval.paired import accuracy_intervals, compare_paired
 from omni_r1.model.packing import IGNORE_INDEX, PackedSequence, images_as_context
-from omni_r1.study import REGIMES, budget, regime_config
+from omni_r1.study import REGIMES, budget, image_statistics, regime_config, study_markdown
 from omni_r1.training.rollout import PromptCursor
 from omni_r1.trajectory import IMAGE_SLOT, BBox, parse_trajectory, render_trajectory
 
@@ -62,3 +65,27 @@ def test_regimes_share_prompts_budgets_and_order_under_one_seed(cfg):
 def test_unknown_regime_is_an_error_naming_it(cfg):
     with pytest.raises(ValueError, match="drawn"):
         regime_config(cfg, "drawn")
+
+
+def test_image_statistics_describe_generated_images_only():
+    rows = [{"images": 2, "perception": 0.5, "fidelity": 1.0}, {"images": 0, "perception": math.nan, "fidelity": math.nan}]
+    assert image_statistics("generated", rows) == {"images_per_answer": 1.0, "perception": 0.5, "fidelity": 1.0}
+    rendered = image_statistics("rendered", rows)
+    assert rendered["images_per_answer"] == 1.0 and math.isnan(rendered["perception"]) and math.isnan(rendered["fidelity"])
+
+
+def test_report_says_which_differences_are_distinguishable_from_noise():
+    """30 items: B right on all, A on none (p = 2 / 2^30); C equals A (no discordant item, p = 1)."""
+    wrong, right = [False] * 30, [True] * 30
+    paired = {
+        "B − A": {"average": compare_paired(wrong, right, 200, 0.95, 0).as_dict(0.05)},
+        "C − A": {"average": compare_paired(wrong, wrong, 200, 0.95, 0).as_dict(0.05)},
+    }
+    accuracy = {name: accuracy_intervals(["natural"] * 30, v, 200, 0.95, 0) for name, v in (("A", wrong), ("B", right))}
+    images = {"generated": image_statistics("generated", [{"images": 1, "perception": 0.2, "fidelity": 0.4}])}
+    costs = {"generated": {"trained tokens": 10.0}}
+    text = study_markdown(accuracy, paired, images, costs, {"seed": 0}, 0.95, "g.html")
+    assert "- B − A: distinguishable from noise at α = 0.05 on average." in text
+    assert "- C − A: no difference is distinguishable from noise" in text
+    assert "| A | 0.000 [0.000, 0.000] (n=30) | 0.000 [0.000, 0.000] (n=30) |" in text
+    assert "| generated | the model | 1.000 | 0.200 | 0.400 |" in text

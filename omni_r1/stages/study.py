@@ -91,6 +91,8 @@ def regime_decoder(regime_cfg: Config, track: str, step: int) -> Any:
 def run(cfg: Config) -> dict[str, Any]:
     """Run every regime, then write the study report, gallery and metrics; return the metrics."""
     regimes = list(cfg.study.regimes)
+    for regime in regimes:  # refuse a setting a regime cannot run before any training starts
+        regime_config(cfg, regime)
     if "text_only" in regimes:
         write_text_only_dataset(cfg)
     runs = {regime: run_regime(cfg, regime) for regime in regimes}
@@ -133,7 +135,8 @@ def run(cfg: Config) -> dict[str, Any]:
     report.write_text(
         study_markdown(accuracy, paired, images, costs, budgets, intervals.confidence, gallery.name), encoding="utf-8"
     )
-    metrics = {"accuracy": accuracy, "paired": paired, "images": images, "budget": budgets}
+    tokens = {regime: {k: v for k, v in cost.items() if "tokens" in k} for regime, cost in costs.items()}
+    metrics = {"accuracy": accuracy, "paired": paired, "images": images, "budget": budgets, "tokens": tokens}
     metrics_path = Path(cfg.study.metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")  # wall times: MLflow only
