@@ -11,9 +11,10 @@ from PIL import Image
 
 from omni_r1.executor import Executor
 from omni_r1.model.generation import InterleavedLogitsProcessor, tool_context_mask
-from omni_r1.rendering import ImageRenderer, Response, collate_responses
+from omni_r1.rendering import ImageRenderer
 from omni_r1.rewards.fidelity import visual_codec
 from omni_r1.training.grpo import ppo_loss
+from omni_r1.training.rollout import Response, collate_responses
 from omni_r1.trajectory import BBox
 
 
@@ -96,3 +97,38 @@ def test_renderer_shows_the_state_unchanged_when_the_step_has_no_action(tiny, cf
     v0 = Image.new("RGB", (64, 64), (200, 30, 30))
     renderer, ids = renderer_and_ids(tiny, cfg, "THOUGHT 1: just look.\n")
     assert torch.equal(renderer.tool([(v0, None)])([0], [ids]), renderer.encode([v0]))
+
+
+def test_rendered_rollouts_insert_the_executors_image_and_mark_it_context(tiny, cfg):
+    """The rollout path end to end with a tiny Chameleon: BOI (biased to come first), the renderer's codes, EOI."""
+    from test_perpo import input_codes, make_records
+
+    from omni_r1.training.rollout import (
+        RolloutSettings,
+        build_prompts,
+        reward_scorer,
+        sample_responses,
+        score_responses,
+    )
+
+    layout = tiny.layout
+    records = make_records(1, mixed=set())
+    prompts = build_prompts(records, input_codes(records, layout.num_codes, layout.tokens_per_image), layout, tiny.tokenizer, "test")
+    renderer, _ = renderer_and_ids(tiny, cfg, "")
+    settings = RolloutSettings(
+        n=2, max_new_tokens=layout.tokens_per_image + 8, max_images=1, micro_batch_size=2,
+        sampling={"max_new_tokens": layout.tokens_per_image + 8, "do_sample": True, "top_k": 0, "sequence_bias": {(layout.boi_id,): 100.0}},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    rows = sample_responses(tiny.model, layout, [prompts[0].prompt_ids], settings, renderer=renderer, owners=prompts)
+    expected = layout.codes_to_ids(renderer.encode([prompts[0].input_images[0]])[0])  # v_0: no action to draw
+    for row in rows:
+        assert row[0] == layout.boi_id and row[layout.tokens_per_image + 1] == layout.eoi_id
+        assert torch.equal(row[1 : layout.tokens_per_image + 1], expected)
+    scored = score_responses(
+        tiny.tokenizer, layout, rows, [prompts[0]] * 2, [0, 0], [0, 0], reward_scorer(cfg, tiny.model, layout), tool_inserted=True
+    )  # fmt: skip
+    batch = collate_responses(scored, layout.pad_id)
+    inserted = slice(1, layout.tokens_per_image + 2)
+    assert torch.all(batch.response_mask[:, inserted] == 0) and torch.all(batch.response_mask[:, 0] == 1)
+    assert all(not r.has_image for r in scored)  # the perception reward reads no inserted image
