@@ -402,7 +402,7 @@ class StudyConfig(Section):
     """Generated vs text-only vs executor-rendered images at equal compute (omni_r1.study)."""
 
     regimes: list[Literal["generated", "text_only", "rendered"]] = Field(min_length=1)
-    track: str
+    dataset: str
     pesft_max_steps: PositiveInt
     perpo_max_steps: PositiveInt
     text_only_dataset: str

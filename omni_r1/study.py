@@ -28,9 +28,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omni_r1.config import Config
+from omni_r1.config import TRACKS, Config
 
 REGIMES: tuple[str, ...] = ("generated", "text_only", "rendered")
+STUDY_TRACK = TRACKS[0]  # the track name of every regime's runs (each regime has its own checkpoint root)
 NO_PERCEPTION = frozenset({"text_only", "rendered"})  # regimes whose images the model does not generate
 
 
@@ -42,22 +43,19 @@ def regime_dir(cfg: Config, regime: str) -> Path:
 def regime_config(cfg: Config, regime: str) -> Config:
     """The configuration one regime trains and evaluates with.
 
-    Outputs go under :func:`regime_dir`; the PeSFT track reads ``study.text_only_dataset``
-    for ``text_only``; the perception loss and reward are off where the model does not
+    Outputs go under :func:`regime_dir`; PeSFT trains on ``study.dataset`` (its text-only copy
+    ``study.text_only_dataset`` for ``text_only``); the perception loss and reward are off where the model does not
     generate images. Every budget is the same for every regime (:func:`budget`).
 
     Raises:
-        ValueError: an unknown regime, ``rendered`` with the verl engine, or ``study.track``
-            not a key of ``pesft.datasets``.
+        ValueError: an unknown regime, or ``rendered`` with the verl engine.
     """
     if regime not in REGIMES:
         raise ValueError(f"study.regimes: unknown regime {regime!r} (known: {', '.join(REGIMES)})")
     if regime == "rendered" and cfg.perpo.engine != "local":
         raise ValueError("study.regimes: rendered needs perpo.engine: local (the verl agent loop does not insert tool images)")
-    if cfg.study.track not in cfg.pesft.datasets:
-        raise ValueError(f"study.track: {cfg.study.track!r} is not a track of pesft.datasets")
     root = regime_dir(cfg, regime)
-    dataset = cfg.study.text_only_dataset if regime == "text_only" else cfg.pesft.datasets[cfg.study.track]
+    dataset = cfg.study.text_only_dataset if regime == "text_only" else cfg.study.dataset
     perception_weight = 0.0 if regime in NO_PERCEPTION else cfg.perception.weight
     reward_weight = 0.0 if regime in NO_PERCEPTION else cfg.reward.perception_weight
     steps = cfg.study.perpo_max_steps
@@ -67,7 +65,7 @@ def regime_config(cfg: Config, regime: str) -> Config:
                 update={"checkpoints_dir": str(root / "checkpoints"), "metrics_dir": str(root / "metrics")}
             ),
             "pesft": cfg.pesft.model_copy(
-                update={"max_steps": cfg.study.pesft_max_steps, "datasets": {cfg.study.track: dataset}}
+                update={"max_steps": cfg.study.pesft_max_steps, "datasets": {STUDY_TRACK: dataset}}
             ),
             "perpo": cfg.perpo.model_copy(update={"max_steps": steps, "save_steps": [steps]}),
             "perception": cfg.perception.model_copy(update={"weight": perception_weight}),

@@ -12,7 +12,14 @@ from PIL import Image
 from omni_r1.data.records import Record, RecordStep, record_to_trajectory, text_only_record, to_png
 from omni_r1.eval.paired import accuracy_intervals, compare_paired
 from omni_r1.model.packing import IGNORE_INDEX, PackedSequence, images_as_context
-from omni_r1.study import REGIMES, budget, image_statistics, regime_config, study_markdown
+from omni_r1.study import (
+    REGIMES,
+    STUDY_TRACK,
+    budget,
+    image_statistics,
+    regime_config,
+    study_markdown,
+)
 from omni_r1.training.rollout import PromptCursor
 from omni_r1.trajectory import IMAGE_SLOT, BBox, parse_trajectory, render_trajectory
 
@@ -58,7 +65,8 @@ def test_regimes_share_prompts_budgets_and_order_under_one_seed(cfg):
     assert orders[0] == orders[1] == orders[2]
     assert configs["text_only"].perception.weight == 0 and configs["rendered"].reward.perception_weight == 0
     assert configs["generated"].perception.weight == cfg.perception.weight
-    assert configs["text_only"].pesft.datasets == {cfg.study.track: cfg.study.text_only_dataset}
+    assert configs["text_only"].pesft.datasets == {STUDY_TRACK: cfg.study.text_only_dataset}
+    assert configs["rendered"].pesft.datasets == {STUDY_TRACK: cfg.study.dataset}
     assert len({c.paths.checkpoints_dir for c in configs.values()}) == 3
 
 

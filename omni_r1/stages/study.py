@@ -32,18 +32,25 @@ from omni_r1.data.storage import read_records, write_records
 from omni_r1.eval.evaluate import read_predictions
 from omni_r1.eval.paired import accuracy_intervals, paired_by_slice
 from omni_r1.eval.trajectories import render_columns
-from omni_r1.study import budget, image_statistics, regime_config, regime_dir, study_markdown
+from omni_r1.study import (
+    STUDY_TRACK,
+    budget,
+    image_statistics,
+    regime_config,
+    regime_dir,
+    study_markdown,
+)
 from omni_r1.tracking import stage_run
 
 
 def write_text_only_dataset(cfg: Config) -> Path:
-    """The study track's records without step images, prepared and encoded under ``study.text_only_dataset``."""
+    """``study.dataset`` without step images, prepared and encoded under ``study.text_only_dataset``."""
     from omni_r1.model.images import encode_images
     from omni_r1.model.loading import load_omni
     from omni_r1.model.tiny import tokenizer_hash
     from omni_r1.stages.encode import tokenizer_dir
 
-    source = Path(cfg.data.prepared_dir) / cfg.pesft.datasets[cfg.study.track]
+    source = Path(cfg.data.prepared_dir) / cfg.study.dataset
     out = Path(cfg.data.prepared_dir) / cfg.study.text_only_dataset
     write_records((text_only_record(record) for record in read_records(source)), out, shard_size=cfg.data.shard_size)
     omni = load_omni(cfg)
@@ -59,7 +66,7 @@ def run_regime(cfg: Config, regime: str) -> dict[str, Any]:
     from omni_r1.stages import evaluate, perpo, pesft
 
     regime_cfg = regime_config(cfg, regime)
-    track, rendered = cfg.study.track, regime == "rendered"
+    track, rendered = STUDY_TRACK, regime == "rendered"
     started = time.perf_counter()
     pesft_metrics = pesft.run(regime_cfg, track, images_as_context=rendered)
     pesft_seconds = time.perf_counter() - started
@@ -126,7 +133,7 @@ def run(cfg: Config) -> dict[str, Any]:
     steps = cfg.study.perpo_max_steps
     page = render_columns(
         [rows[regime] for regime in regimes], input_pngs,
-        [regime_decoder(runs[regime]["checkpoint"], cfg.study.track, steps) for regime in regimes],
+        [regime_decoder(runs[regime]["checkpoint"], STUDY_TRACK, steps) for regime in regimes],
         cfg.study.gallery_examples, regimes, title="Omni-Bench: the same items under every study regime",
     )  # fmt: skip
     report.parent.mkdir(parents=True, exist_ok=True)
