@@ -214,7 +214,7 @@ def study_markdown(
         "|---|" + "---|" * len(cost_keys),
         *[f"| {regime} | {' | '.join(_cell(c[k], 1) for k in cost_keys)} |" for regime, c in costs.items()],
         "",
-        "Trained tokens: PeSFT labelled tokens per sequence × sequences per step × steps, plus the policy "
+        "Trained tokens: PeSFT mean labelled tokens per sequence × sequences per step × steps, plus the policy "
         "tokens in the PeRPO losses; generated tokens: policy-chosen tokens of the PeRPO training rollouts "
         "(inserted rendered images excluded).",
         "",
