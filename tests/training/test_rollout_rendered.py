@@ -116,7 +116,7 @@ def test_rendered_rollouts_insert_the_executors_image_and_mark_it_context(tiny, 
     prompts = build_prompts(records, input_codes(records, layout.num_codes, layout.tokens_per_image), layout, tiny.tokenizer, "test")
     renderer, _ = renderer_and_ids(tiny, cfg, "")
     settings = RolloutSettings(
-        n=2, max_new_tokens=layout.tokens_per_image + 8, max_images=1, micro_batch_size=2,
+        n=2, max_new_tokens=layout.tokens_per_image + 8, max_images=1, batch_size=2,
         sampling={"max_new_tokens": layout.tokens_per_image + 8, "do_sample": True, "top_k": 0, "sequence_bias": {(layout.boi_id,): 100.0}},
     )  # fmt: skip
     torch.manual_seed(0)
