@@ -234,6 +234,12 @@ def report(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) 
 
 
 @app.command()
+def study(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
+    """Generated vs text-only vs executor-rendered images at equal compute (reports/study.md)."""
+    _run_stage("study", _load(params, overlay), result_line_at_end=False)
+
+
+@app.command()
 def promote(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Register the best checkpoint as a servable model; a main-line win moves the champion alias."""
     _run_stage("promote", _load(params, overlay), overlays=tuple(overlay or ()))

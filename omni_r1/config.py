@@ -398,6 +398,27 @@ class PlanConfig(Section):
     pesft_sequences: PositiveInt
 
 
+class StudyConfig(Section):
+    """Generated vs text-only vs executor-rendered images at equal compute (omni_r1.study)."""
+
+    regimes: list[Literal["generated", "text_only", "rendered"]] = Field(min_length=1)
+    dataset: str
+    pesft_max_steps: PositiveInt
+    perpo_max_steps: PositiveInt
+    text_only_dataset: str
+    out_dir: str
+    report_path: str
+    metrics_path: str
+    gallery_examples: Annotated[int, Field(ge=0)]
+
+    @field_validator("regimes")
+    @classmethod
+    def _distinct(cls, regimes: list[str]) -> list[str]:
+        if len(set(regimes)) != len(regimes):
+            raise ValueError(f"regimes repeat: {regimes}")
+        return regimes
+
+
 class PromoteConfig(Section):
     """Registry promotion of the best evaluated checkpoint (omni_r1.eval.promote)."""
 
@@ -474,6 +495,7 @@ class Config(Section):
     general_bench: GeneralBenchConfig
     plan: PlanConfig
     promote: PromoteConfig
+    study: StudyConfig
     orchestration: OrchestrationConfig
     console: ConsoleConfig
 

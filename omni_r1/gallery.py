@@ -242,20 +242,20 @@ def render_gallery_html(entries: Sequence[GalleryEntry], title: str) -> str:
 
 
 def render_side_by_side_html(
-    pairs: Sequence[tuple[GalleryEntry, GalleryEntry]], headings: tuple[str, str], title: str
+    pairs: Sequence[tuple[GalleryEntry, ...]], headings: tuple[str, ...], title: str
 ) -> str:
-    """One self-contained page showing two entries per row, left and right (e.g. two checkpoints).
+    """One self-contained page showing the entries of one question side by side, one row each.
 
     Args:
-        pairs: (left, right) entries of the same question.
-        headings: the column headings, e.g. the two checkpoint names.
+        pairs: per question, its entries left to right (e.g. two checkpoints, or three regimes).
+        headings: the column headings, one per entry, e.g. the checkpoint names.
         title: page title and heading (escaped).
     """
     rows = []
-    for index, (left, right) in enumerate(pairs, start=1):
+    for index, entries in enumerate(pairs, start=1):
         columns = "".join(
             f"<div><h3>{_text(heading)}</h3>{_render_entry(index, entry)}</div>"
-            for heading, entry in zip(headings, (left, right), strict=True)
+            for heading, entry in zip(headings, entries, strict=True)
         )
         rows.append(f'<div class="pair">{columns}</div>')
     return (
@@ -263,5 +263,5 @@ def render_side_by_side_html(
         f'<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
         f"<style>{_STYLE}</style></head>\n"
         f"<body><h1>{_text(title)}</h1>\n"
-        f"<p>{len(pairs)} questions, each answered by both.</p>\n" + "\n".join(rows) + "\n</body></html>\n"
+        f"<p>{len(pairs)} questions, each answered by all {len(headings)}.</p>\n" + "\n".join(rows) + "\n</body></html>\n"
     )

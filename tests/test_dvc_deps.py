@@ -30,8 +30,14 @@ def code_closure(stage_name: str) -> set[Path]:
     }  # fmt: skip
 
 
+PIPELINE_FILES = ("dvc.yaml", "study/dvc.yaml")  # the default graph, and the study experiment
+
+
 def stage_definitions() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    stages = {}
+    for name in PIPELINE_FILES:
+        stages.update(yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))["stages"])
+    return stages
 
 
 def stage_module(stage: dict) -> str:
@@ -88,3 +94,17 @@ def test_tracks_and_save_steps_come_from_params(tmp_path):
     expected = {"pesft@extra_track", "perpo@extra_track", "evaluate@extra_track-7", "evaluate_no_perception@5"}
     assert expected <= set(listed)
     assert not [name for name in listed if "omni_r1_zero" in name.split("@")[-1] or name.endswith("-10")]
+
+
+def test_the_study_is_outside_the_default_graph():
+    """`dvc repro` / `dvc exp run` with no target reproduce ``dvc.yaml`` (DVC 3's default target);
+    the study stage lives in ``study/dvc.yaml``, runs from the repository root, and is reached when named."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        default = [stage.addressing for stage in repo.stage.collect("dvc.yaml", with_deps=True)]
+        study = repo.stage.collect("study/dvc.yaml", with_deps=True)
+    assert default and not [name for name in default if name.startswith("study")]
+    named = {stage.addressing: stage for stage in study}
+    assert Path(named["study/dvc.yaml:study"].wdir) == ROOT
+    assert "prepare" in named and "tokenizer" in named  # its inputs come from the default graph

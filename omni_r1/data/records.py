@@ -20,7 +20,7 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from omni_r1.trajectory import Action, Step, Trajectory
+from omni_r1.trajectory import Action, Step, Trajectory, render_action
 
 UniTask = Literal["natural", "structured", "diagrammatic", "vision_operational"]
 UNI_TASKS: tuple[str, ...] = ("natural", "structured", "diagrammatic", "vision_operational")
@@ -178,6 +178,30 @@ def text_cot_trajectory(record: Record) -> Trajectory:
     )
 
 
+TEXT_ONLY_ACTION = "Action:"  # the action's text inside a text-only rationale (not the ACTION: line)
+
+
+def text_only_record(record: Record) -> Record:
+    """The same trace with every step image removed, rationale and action kept as text.
+
+    The study's ``text_only`` regime. A trajectory step with an action must have an image
+    slot (v_t = Exec(a_t, v_{t-1}), paper Appendix A), so the action is written into the
+    rationale (``"<rationale> Action: ZOOM(0.1, ...)"``), which the parser reads as text;
+    steps, answer, input images and the rest of the record are unchanged.
+    """
+    steps = [
+        RecordStep(
+            rationale=(
+                f"{step.rationale} {TEXT_ONLY_ACTION} {render_action(step.action)}"
+                if step.action is not None
+                else step.rationale
+            )
+        )
+        for step in record.steps
+    ]
+    return record.model_copy(update={"steps": steps})
+
+
 def action_to_json(action: Any) -> str | None:
     return None if action is None else json.dumps(action.model_dump(mode="json"))
 
@@ -200,5 +224,6 @@ __all__ = [
     "record_to_trajectory",
     "skills_of",
     "text_cot_trajectory",
+    "text_only_record",
     "to_png",
 ]

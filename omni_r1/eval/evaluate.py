@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +28,7 @@ from omni_r1.config import Config, EvalConfig
 from omni_r1.data.codes import read_codes
 from omni_r1.data.records import UNI_TASKS, Record, from_png
 from omni_r1.data.storage import read_records
+from omni_r1.data.synthetic import initial_state
 from omni_r1.eval.fidelity import fidelity_metrics, row_fields, score_generations
 from omni_r1.eval.judges import Judge, JudgeItem, Verdict
 from omni_r1.eval.paired import accuracy_intervals
@@ -44,6 +45,9 @@ from omni_r1.rewards.accuracy import extract_final_answer
 from omni_r1.rewards.fidelity import FidelityScores
 from omni_r1.rewards.perception import perception_score
 from omni_r1.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from omni_r1.rendering import ImageRenderer
 
 AVERAGE_KEY = "average"
 PREDICTIONS_SCHEMA = pa.schema(
@@ -178,6 +182,8 @@ def generate_responses(
     decoding: str,
     on_items: Callable[[int], None] | None = None,
     on_tokens: Callable[[int], None] | None = None,
+    renderer: ImageRenderer | None = None,
+    starts: Sequence[tuple[Any, Any]] | None = None,
 ) -> list[Generation]:
     """Generation for every prompt, ``batch_size`` prompts per call.
 
@@ -191,6 +197,8 @@ def generate_responses(
         on_tokens: called with the decoding step reached inside each call (progress).
         decoding: ``interleaved`` (the grammar of :func:`generate_interleaved`) or ``text_only``
             (image-token logits masked, :func:`generate_text_only`).
+        renderer, starts: interleaved only; the executor draws every image from each prompt's
+            v_0 and task state (``starts``), the study's rendered regime.
     """
     if decoding not in ("interleaved", "text_only"):
         raise ValueError(f"unknown decoding {decoding!r} (known: interleaved, text_only)")
@@ -201,9 +209,10 @@ def generate_responses(
         input_ids, attention_mask = left_pad_prompts(prompts[start : start + batch_size], layout.pad_id)
         streamer = {"streamer": DecodeStepCounter(on_tokens)} if on_tokens is not None else {}
         if decoding == "interleaved":
+            tool = renderer.tool(starts[start : start + batch_size]) if renderer is not None else None
             sequences = generate_interleaved(
                 omni.model, layout, input_ids.to(device), attention_mask.to(device),
-                max_images=max_images, **generate_kwargs, **streamer,
+                max_images=max_images, image_tool=tool, **generate_kwargs, **streamer,
             )  # [b, P + N]  # fmt: skip
         else:
             sequences = generate_text_only(
@@ -350,6 +359,7 @@ def evaluate_items(
     judge: Judge,
     on_items: Callable[[int], None] | None = None,
     on_tokens: Callable[[int], None] | None = None,
+    renderer: ImageRenderer | None = None,
 ) -> EvalResult:
     """Generate, judge and score every item.
 
@@ -363,11 +373,15 @@ def evaluate_items(
         judge: decides each prediction.
         on_items: called with the number of items answered by each generate call (progress).
         on_tokens: called with the decoding step reached inside each generate call (progress).
+        renderer: the executor draws every image (the study's rendered regime); None: the model does.
     """
     prompts = [item_prompt(item, omni, cfg.eval.prompt_template) for item in items]  # [P_i] each
+    starts = [(from_png(item.record.input_images[0]) if item.record.input_images else None,
+               initial_state(item.record)) for item in items] if renderer is not None else None  # fmt: skip
     generations = generate_responses(
         omni, prompts, {**decoding_kwargs(cfg.eval), **cache_kwargs(cfg.eval.kv_cache)},
         cfg.generation.max_images_per_answer, cfg.eval.batch_size, cfg.eval.decoding, on_items, on_tokens,
+        renderer, starts,
     )  # fmt: skip
     judged = [
         JudgeItem(gold=item.record.final_answer, response=g.text, choices=tuple(item.record.choices))

@@ -136,17 +136,36 @@ def render_side_by_side(
     Raises:
         KeyError: a shared record has no input images in ``input_pngs`` (names the record).
     """
-    by_id_b = {row["record_id"]: row for row in rows_b}
-    shared = [row for row in rows_a if row["record_id"] in by_id_b]
+    return render_columns((rows_a, rows_b), input_pngs, decoders, examples, headings, title)
+
+
+def render_columns(
+    tables: Sequence[Sequence[dict[str, Any]]],
+    input_pngs: dict[str, Sequence[bytes]],
+    decoders: Sequence[Decoder | None],
+    examples: int,
+    headings: Sequence[str],
+    title: str,
+) -> str:
+    """The same questions answered under each of ``tables`` (one column each), spread over the slices.
+
+    Questions are the records every table answered, in the first table's order; arguments as
+    in :func:`render_side_by_side`, one decoder and heading per table.
+
+    Raises:
+        KeyError: a shared record has no input images in ``input_pngs`` (names the record).
+    """
+    by_id = [{row["record_id"]: row for row in table} for table in tables[1:]]
+    shared = [row for row in tables[0] if all(row["record_id"] in other for other in by_id)]
     chosen = spread_over_slices([row["slice"] for row in shared], examples)
-    pairs = []
+    rows = []
     for index in chosen:
-        row_a = shared[index]
-        record = row_a["record_id"]
+        first = shared[index]
+        record = first["record_id"]
         if record not in input_pngs:
             raise KeyError(f"record {record!r}: no input images among the benchmark records")
-        pairs.append(
-            (prediction_entry(row_a, input_pngs[record], decoders[0]),
-             prediction_entry(by_id_b[record], input_pngs[record], decoders[1]))
-        )  # fmt: skip
-    return render_side_by_side_html(pairs, headings, title)
+        answers = [first, *(other[record] for other in by_id)]
+        rows.append(tuple(
+            prediction_entry(row, input_pngs[record], decoder) for row, decoder in zip(answers, decoders, strict=True)
+        ))  # fmt: skip
+    return render_side_by_side_html(rows, tuple(headings), title)

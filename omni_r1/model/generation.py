@@ -21,6 +21,16 @@ All work is on [B]-shaped tensors plus one [B, V] mask gather, with no host
 synchronisation, so the same processor serves HF ``generate``, the local PeRPO rollouts and
 a rollout engine that hands over (token ids, logits) per step.
 
+Tool insertion at BOI. With an ``image_tool`` the model writes only the BOI of each image;
+the tool (an executor that renders the action just written, see
+:func:`omni_r1.training.rollout.executor_image_tool`) returns the image's H·W codes, and the
+processor forces them, then EOI, one per step: the grammar and the token budget are the
+ones above, only who chooses the image tokens changes. Forced tokens are context, not the
+policy's actions: :func:`tool_context_mask` marks them (every image token and EOI of a
+response written under a tool), and training gives them no loss, no log-prob ratio, no KL
+and no entropy. Every caller (PeRPO rollouts, evaluation) reaches the tool through this one
+processor.
+
 Decoding (:func:`split_segments`, :func:`decode_interleaved`) turns generated ids back into
 the trajectory text of :mod:`omni_r1.trajectory`, with ``IMAGE_SLOT`` where each complete
 image was, plus the images' codes.
@@ -28,7 +38,7 @@ image was, plus the images' codes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +49,9 @@ from transformers.generation.streamers import BaseStreamer
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logits import with_image_logits
 from omni_r1.trajectory import IMAGE_SLOT
+
+# (rows that just wrote BOI, their generated ids so far [n_i] ending in BOI) → codes [rows, H*W]
+ImageTool = Callable[[Sequence[int], Sequence[torch.Tensor]], torch.Tensor]
 
 IMAGE_PLACEHOLDER_ID = -1  # stands for one complete image in split_segments' text ids
 
@@ -111,6 +124,8 @@ class InterleavedLogitsProcessor(LogitsProcessor):
         max_new_tokens: the generation budget; when given, BOI is forbidden once fewer than
             H·W + 2 new tokens remain, so no image is ever cut off. When None, an image can
             be left unfinished only by running out of tokens.
+        image_tool: None: the model writes its images. Else called when rows write BOI;
+            its codes [rows, H*W] are forced as those rows' image tokens (module docstring).
     """
 
     def __init__(
@@ -119,11 +134,13 @@ class InterleavedLogitsProcessor(LogitsProcessor):
         batch_size: int,
         max_images: int | None = None,
         max_new_tokens: int | None = None,
+        image_tool: ImageTool | None = None,
     ) -> None:
         self.layout = layout
         self.batch_size = batch_size
         self.max_images = max_images
         self.max_new_tokens = max_new_tokens
+        self.image_tool = image_tool
         self._blocked: torch.Tensor | None = None  # [4, V] bool, built on the scores' device
         self.reset()
 
@@ -131,6 +148,7 @@ class InterleavedLogitsProcessor(LogitsProcessor):
         self._prompt_length: int | None = None
         self._seen_length = -1
         self._state: InterleaveState | None = None
+        self._forced: torch.Tensor | None = None  # [B, H*W] image token ids the tool chose
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Mask ``scores`` [B, V] to the tokens the grammar allows after ``input_ids`` [B, n]."""
@@ -144,7 +162,30 @@ class InterleavedLogitsProcessor(LogitsProcessor):
             self._blocked = blocked_token_table(self.layout, scores.shape[1], scores.device)
         blocked = self._blocked.index_select(0, mode)  # [B, V]
         # Out of place: HF keeps the tensor it passed in as the raw logits (output_logits).
-        return scores.masked_fill(blocked, float("-inf"))  # [B, V]
+        scores = scores.masked_fill(blocked, float("-inf"))  # [B, V]
+        if self.image_tool is None:
+            return scores
+        return self._force_tool_tokens(input_ids, scores, state, mode)
+
+    def _force_tool_tokens(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, state: InterleaveState, mode: torch.Tensor
+    ) -> torch.Tensor:
+        """Rows inside an image get the tool's next code as their only allowed token."""
+        if self._forced is None or self._forced.shape[0] != scores.shape[0]:
+            self._forced = torch.zeros(
+                scores.shape[0], self.layout.tokens_per_image, dtype=torch.long, device=scores.device
+            )  # [B, H*W]
+        opened = (input_ids[:, -1] == self.layout.boi_id) & state.in_image  # [B]
+        if input_ids.shape[1] > self._prompt_length and bool(opened.any()):
+            rows = opened.nonzero().flatten().tolist()
+            generated = [input_ids[row, self._prompt_length :].cpu() for row in rows]
+            codes = self.image_tool(rows, generated).to(scores.device)  # [rows, H*W]
+            self._forced[rows] = self.layout.codes_to_ids(codes.long())
+        forcing = mode == IMAGE  # [B]
+        position = state.image_pos.clamp(max=self.layout.tokens_per_image - 1)  # [B]
+        token = self._forced.gather(1, position.unsqueeze(1))  # [B, 1]
+        only = torch.full_like(scores, float("-inf")).scatter(1, token, 0.0)  # [B, V]
+        return torch.where(forcing.unsqueeze(1), only, scores)  # [B, V]
 
     def _update(self, input_ids: torch.Tensor) -> InterleaveState:
         length = input_ids.shape[1]
@@ -217,6 +258,7 @@ def generate_interleaved(
     attention_mask: torch.Tensor | None = None,
     generation_config: GenerationConfig | None = None,
     max_images: int | None = None,
+    image_tool: ImageTool | None = None,
     **generate_kwargs: Any,
 ) -> torch.Tensor:
     """HF ``generate`` under the interleaved grammar, image logits enabled.
@@ -233,6 +275,8 @@ def generate_interleaved(
             ``temperature``, ``top_p``, ``num_return_sequences``, ...); ``generate_kwargs``
             override it.
         max_images: most images per answer (None: no limit).
+        image_tool: draws each image instead of the model (:class:`InterleavedLogitsProcessor`);
+            rows are ``input_ids`` rows repeated ``num_return_sequences`` times, in order.
 
     Returns:
         sequences [B * num_return_sequences, P + N]: prompts followed by the new tokens,
@@ -248,6 +292,7 @@ def generate_interleaved(
         batch_size=input_ids.shape[0] * copies,
         max_images=max_images,
         max_new_tokens=_setting(generation_config, generate_kwargs, "max_new_tokens"),
+        image_tool=image_tool,
     )
     generate_kwargs.setdefault("eos_token_id", layout.eos_id)
     generate_kwargs.setdefault("pad_token_id", layout.pad_id)
@@ -258,6 +303,18 @@ def generate_interleaved(
         logits_processor=LogitsProcessorList([processor]),
         **generate_kwargs,
     )
+
+
+def tool_context_mask(response_ids: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Tokens a tool inserted into responses written under an ``image_tool``: [B, N] bool.
+
+    Under a tool the model chooses BOI and the tool every image token and the EOI after
+    them, so the inserted tokens are exactly the image tokens and EOIs of the response.
+
+    Args:
+        response_ids: generated ids [B, N] (or [N]), without the prompt.
+    """
+    return layout.is_image_token(response_ids) | (response_ids == layout.eoi_id)
 
 
 class ImageTokenMask(LogitsProcessor):

@@ -238,6 +238,18 @@ def pack_trajectory(
     return PackedSequence(input_ids, torch.ones_like(input_ids), labels, spans)
 
 
+def images_as_context(sequence: PackedSequence, layout: TokenLayout) -> PackedSequence:
+    """The sequence with its step images turned into context (the study's rendered regime).
+
+    The model still writes BOI (choosing to call the renderer); the H·W image tokens and
+    the EOI come from the executor, so they get no cross-entropy label
+    (``IGNORE_INDEX``) and no perception target (no image spans).
+    """
+    inserted = layout.is_image_token(sequence.input_ids) | (sequence.input_ids == layout.eoi_id)  # [L]
+    labels = sequence.labels.masked_fill(inserted, IGNORE_INDEX)  # [L]
+    return PackedSequence(sequence.input_ids, sequence.attention_mask, labels, ())
+
+
 def pack_many(
     trajectories: Sequence[Trajectory],
     layout: TokenLayout,

@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 
 from omni_r1.executor import Executor
-from omni_r1.trajectory import ParsedTrajectory, parse_trajectory
+from omni_r1.trajectory import IMAGE_SLOT, ParsedTrajectory, parse_trajectory
 
 Encode = Callable[[Sequence[Image.Image]], torch.Tensor]  # images → codes [M, H*W]
 DecodePixels = Callable[[torch.Tensor], torch.Tensor]  # codes [M, H*W] → pixels [M, 3, S, S] in [-1, 1]
@@ -151,6 +151,20 @@ def render_references(
     The visual state starts at ``input_image``/``state`` and follows the renderings (see the
     module docstring); a rejected action leaves it unchanged.
     """
+    return replay_actions(text, count, input_image, state, executor)[0]
+
+
+def replay_actions(
+    text: str,
+    count: int,
+    input_image: Image.Image | None,
+    state: object | None,
+    executor: Executor,
+) -> tuple[list[Reference], Image.Image | None]:
+    """:func:`render_references` and the visual state after the last image: ``(references, v_T)``.
+
+    ``v_T`` is the last rendering that was accepted, or ``input_image`` when none was.
+    """
     parsed = parse_trajectory(text)
     visual, task = input_image, state
     references = []
@@ -166,7 +180,28 @@ def render_references(
             continue
         visual, task = result.image, result.state
         references.append(Reference(ImageStatus.SCORED, action, result.image, ""))
-    return references
+    return references, visual
+
+
+def tool_rendering(
+    text: str, input_image: Image.Image | None, state: object | None, executor: Executor
+) -> tuple[Image.Image, ImageStatus]:
+    """The image a rendering tool inserts at the last image slot of a partial response.
+
+    ``text`` is the response so far, ending in the slot (``<image>``) the tool fills. The
+    slot's step action is executed on the visual state the earlier slots left
+    (:func:`replay_actions`, the state logic fidelity scores with). Without a parsed action,
+    or when the executor rejects it, the state is shown unchanged (a blank canvas of
+    ``executor.cfg.resolution`` when there is no image at all), and the status says why.
+    """
+    references, visual = replay_actions(text, text.count(IMAGE_SLOT), input_image, state, executor)
+    last = references[-1]
+    if last.status == ImageStatus.SCORED:
+        return last.rendering, last.status
+    if visual is None:
+        side = executor.cfg.resolution
+        visual = Image.new("RGB", (side, side), tuple(executor.cfg.floor_color))
+    return visual, last.status
 
 
 # ---------------------------------------------------------------------------------------------

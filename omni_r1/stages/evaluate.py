@@ -78,9 +78,13 @@ def image_decoder(omni: Any) -> Any:
     return lambda codes: decode_codes(omni.vq_decoder, vqmodel, codes)
 
 
-def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
-    """Evaluate one checkpoint; return ``{"metrics", "predictions", "gallery", "metrics_path"}``."""
+def run(cfg: Config, track: str, step: str, rendered: bool = False) -> dict[str, Any]:
+    """Evaluate one checkpoint; return ``{"metrics", "predictions", "gallery", "metrics_path"}``.
+
+    ``rendered``: the executor draws every image (the study's rendered regime).
+    """
     from omni_r1.model.loading import load_omni
+    from omni_r1.rendering import image_renderer
 
     ref = CheckpointRef(track, str(step))
     folder = checkpoint_folder(cfg, ref)
@@ -103,6 +107,7 @@ def run(cfg: Config, track: str, step: str) -> dict[str, Any]:
                 omni, items, cfg, build_judge(cfg.judge, cfg.reward),
                 on_items=lambda count: progress.update(advance=count, decoding=None),
                 on_tokens=lambda token: progress.update(decoding=f"token {token}/{budget} of the batch"),
+                renderer=image_renderer(cfg, omni.model, omni.tokenizer, omni.layout) if rendered else None,
             )  # fmt: skip
 
         predictions = write_predictions(result.rows, Path(cfg.eval.predictions_dir) / f"{ref.name}.parquet")

@@ -44,6 +44,7 @@ from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
 from omni_r1.model.loading import load_omni
+from omni_r1.rendering import image_renderer
 from omni_r1.tracking import file_sha256, log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.checkpoint import (
     MODEL_INDEX,
@@ -147,8 +148,12 @@ def run(
     variant: str = "default",
     dry_run: bool = False,
     manifest: Path | None = None,
+    rendered: bool = False,
 ) -> dict[str, Any]:
     """Train PeRPO for one track (and variant); return the summary metrics.
+
+    ``rendered``: the executor draws every image of the rollouts and they are context (the
+    study's rendered regime, :class:`omni_r1.training.rollout.ImageRenderer`); local engine only.
 
     With ``perpo.engine: verl`` the run is a verl job (:func:`omni_r1.verl.launch.run_verl`):
     ``dry_run`` writes its inputs (and the RayJob ``manifest`` when given) and prints the
@@ -164,12 +169,15 @@ def run(
         raise FileNotFoundError(
             f"{start_dir}: no PeSFT checkpoint; run `omni-r1 pesft --track {track}`"
         )
+    if rendered and cfg.perpo.engine != "local":
+        raise ValueError("rendered images need perpo.engine: local (verl: see README, the study)")
     if cfg.perpo.engine == "verl":
         from omni_r1.verl.launch import run_verl
 
         return run_verl(cfg, track, start_dir, out_root, metrics_path, dry_run, manifest)
     if dry_run or manifest is not None:
         raise ValueError("--dry-run and --manifest apply to perpo.engine: verl")
+
     dataset_dir = Path(cfg.data.prepared_dir) / cfg.perpo.dataset
     encoded_dir = Path(cfg.data.encoded_dir) / cfg.perpo.dataset
 
@@ -187,6 +195,7 @@ def run(
         policy, reference if cfg.grpo.kl_loss_coef > 0 else None, omni.tokenizer, omni.layout, prompts, cfg,
         write_model=model_writer(policy, omni.tokenizer, start_dir), fingerprint=fingerprint,
         scorer=reward_scorer(cfg, policy, omni.layout, omni.vq_decoder),
+        renderer=image_renderer(cfg, policy, omni.tokenizer, omni.layout) if rendered else None,
     )  # fmt: skip
     resume_from = resumable_checkpoint(out_root, fingerprint)
     if resume_from is not None:

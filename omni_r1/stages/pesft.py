@@ -58,6 +58,8 @@ from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.loading import load_omni, save_omni
+from omni_r1.model.packing import IGNORE_INDEX
+from omni_r1.model.packing import images_as_context as images_as_context_of
 from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.pesft import (
     MlflowStepLogger,
@@ -185,8 +187,17 @@ def summary_metrics(cfg: Config, history: list[dict[str, float]], **extra: Any) 
     }
 
 
-def run(cfg: Config, track: str) -> dict[str, Any]:
-    """Train PeSFT on one track; return the metrics written to ``metrics/pesft_<track>.json``."""
+def labelled_tokens(sequences: Any) -> int:
+    """Tokens with a cross-entropy label over the sequences (what one pass trains on)."""
+    return sum(int((sequence.labels != IGNORE_INDEX).sum()) for sequence in sequences)
+
+
+def run(cfg: Config, track: str, images_as_context: bool = False) -> dict[str, Any]:
+    """Train PeSFT on one track; return the metrics written to ``metrics/pesft_<track>.json``.
+
+    ``images_as_context``: step images are context, not targets (the study's rendered
+    regime, :func:`omni_r1.model.packing.images_as_context`).
+    """
     paths = PesftPaths.of(cfg, track)
     main = is_main_process()
     if not (paths.dataset / MANIFEST).exists():
@@ -198,6 +209,9 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         data = load_packed_dataset(
             paths.dataset, paths.encoded, omni.layout, omni.tokenizer, cfg.packing.max_length
         )
+        if images_as_context:
+            data.sequences = [images_as_context_of(sequence, omni.layout) for sequence in data.sequences]
+        trained_tokens = labelled_tokens(data.sequences)
         config = omni.model.config
         projection = build_projection(
             config.hidden_size, config.vq_config.embed_dim,
@@ -249,7 +263,7 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
             cfg, history,
             parse_rate=parse.rate, parse_eval_prompts=len(parse.ok), parse_eval_dataset=cfg.pesft.parse_eval_dataset,
             steps=trainer.state.global_step, sequences=len(data.sequences), dropped_sequences=data.dropped,
-            resumed_from=resume,
+            resumed_from=resume, labelled_tokens_per_sequence=trained_tokens / max(1, len(data.sequences)),
         )  # fmt: skip
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         paths.metrics.write_text(json.dumps(metrics, indent=1), encoding="utf-8")

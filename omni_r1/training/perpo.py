@@ -44,6 +44,7 @@ import torch
 from omni_r1.config import Config
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.logprobs import token_logprobs
+from omni_r1.rendering import ImageRenderer
 from omni_r1.training.checkpoint import (
     TrainerState,
     load_checkpoint_state,
@@ -108,7 +109,8 @@ def batch_logprobs(
 
 def outcome_advantages(batch: TrainingBatch, cfg: Config) -> torch.Tensor:
     """Group-relative advantages of the outcome reward, broadcast over tokens. [B, N]."""
-    last = (batch.response_mask.sum(-1).long() - 1).clamp(min=0)  # [B]
+    positions = torch.arange(batch.response_mask.shape[1])  # [N]
+    last = (batch.response_mask.bool() * positions).argmax(-1)  # [B] last policy token (masks may have holes)
     token_rewards = torch.zeros_like(batch.response_mask)  # [B, N]
     token_rewards[torch.arange(last.shape[0]), last] = batch.rewards
     estimator = ADVANTAGE_ESTIMATORS[cfg.grpo.adv_estimator]
@@ -168,6 +170,8 @@ class PerpoTrainer:
         write_model: writes the policy's model files into a checkpoint folder.
         fingerprint: config hash stored in checkpoints (see :func:`config_fingerprint`).
         scorer: reward of a generation batch; default :func:`reward_scorer`.
+        renderer: None: the policy draws its images; else the executor draws them and they
+            are context (the study's rendered regime, :class:`ImageRenderer`).
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class PerpoTrainer:
         write_model: Callable[[Path], None],
         fingerprint: str = "",
         scorer: Scorer | None = None,
+        renderer: ImageRenderer | None = None,
     ) -> None:
         self.policy, self.reference = policy, reference
         self.tokenizer, self.layout, self.prompts, self.cfg = tokenizer, layout, list(prompts), cfg
@@ -192,6 +197,7 @@ class PerpoTrainer:
         self.cursor = PromptCursor(len(self.prompts), cfg.run.seed)
         self.settings = rollout_settings(cfg)
         self.scorer = scorer or reward_scorer(cfg, policy, layout)
+        self.renderer = renderer
         self.step_count = 0
         self.history: list[dict[str, float]] = []
         self.last_responses: list[Response] = []
@@ -234,6 +240,7 @@ class PerpoTrainer:
                 first_group,
                 self.settings,
                 self.scorer,
+                renderer=self.renderer,
             )
             seconds += time.perf_counter() - started
             for used in range(1, count + 1):
@@ -309,8 +316,10 @@ class PerpoTrainer:
             "filter/skipped_update": float(not kept),
         })  # fmt: skip
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
+        metrics["tokens/trained"] = 0.0
         if kept:
             batch = collate_responses([r for group in kept for r in group], self.layout.pad_id)
+            metrics["tokens/trained"] = float(batch.response_mask.sum())  # policy tokens in the loss
             metrics.update(self.update(batch))
         # a step whose update was skipped still advances the schedule
         with warnings.catch_warnings():
@@ -403,6 +412,6 @@ class PerpoTrainer:
             started = time.perf_counter()
             responses = generate_and_score(
                 self.policy, self.tokenizer, self.layout, self.prompts, indices, 0, self.settings,
-                self.scorer, on_prompts,
+                self.scorer, on_prompts, self.renderer,
             )  # fmt: skip
         return rollout_metrics(responses, time.perf_counter() - started)

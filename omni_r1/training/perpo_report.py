@@ -65,6 +65,8 @@ def summary_metrics(
     summary["skipped_updates"] = int(sum(h.get("filter/skipped_update", 0.0) for h in history))
     summary["grader_limit_count"] = int(sum(h.get("grader/limit_count", 0.0) for h in history))
     summary["grader_timeout_count"] = int(sum(h.get("grader/timeout_count", 0.0) for h in history))
+    summary["tokens_generated"] = int(sum(h.get("tokens/generated", 0.0) for h in history))  # training rollouts
+    summary["tokens_trained"] = int(sum(h.get("tokens/trained", 0.0) for h in history))
     summary["history"] = [  # per-step training-rollout values (the report's reward-vs-step plot)
         {"step": step, **{key: _window([entry], key, slice(None)) for key in SUMMARY_KEYS.values()}}
         for step, entry in enumerate(history, start=1)

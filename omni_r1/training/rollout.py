@@ -21,10 +21,14 @@ needs rollouts without a trainer:
 5. Collation. :func:`collate_responses` lays kept responses out as the log-prob inputs:
    left-padded prompt, right-padded response and the response mask the loss averages over.
 
-Responses carry their token ids as generated; a rollout that inserts context tokens which
-are not the policy's actions (an executor-rendered image) would pass its rows through the
-same :func:`score_responses` and mark the inserted tokens out of ``response_mask`` in
-:func:`collate_responses`.
+Rendered images (the study's ``rendered`` regime): with an
+:class:`omni_r1.rendering.ImageRenderer` the sampler hands each BOI to its ``tool``, which runs the executor on the
+response's current visual state (:func:`omni_r1.rewards.fidelity.tool_rendering`), encodes
+the image with the VQ tokenizer and has the interleave processor insert its codes. Inserted
+tokens are context, as tool outputs in agentic RL: each :class:`Response` carries its
+``context_mask``, the scorer does not read them (no perception term, no fidelity), and
+:func:`collate_responses` leaves them out of ``response_mask`` (no loss, no log-prob in the
+ratio, no KL, no entropy) while keeping them in ``attention_mask``.
 """
 
 from __future__ import annotations
@@ -46,11 +50,17 @@ from omni_r1.model.generation import (
     decode_interleaved,
     generate_interleaved,
     generation_kwargs,
+    tool_context_mask,
 )
 from omni_r1.model.layout import TokenLayout
 from omni_r1.model.packing import left_pad_prompts, pack_prompt
+from omni_r1.rendering import ImageRenderer
 from omni_r1.rewards.accuracy import LIMIT_REASON
-from omni_r1.rewards.fidelity import NEEDS_DECODER, response_fidelity, visual_codec
+from omni_r1.rewards.fidelity import (
+    NEEDS_DECODER,
+    response_fidelity,
+    visual_codec,
+)
 from omni_r1.rewards.perception import codebook_squared_distances
 from omni_r1.rewards.registry import RewardBatch, score_batch
 from omni_r1.training.grpo import mixed_outcome_mask
@@ -170,6 +180,7 @@ class Response:
     fidelity: float = math.nan  # mean fidelity of the scored images; NaN without one or when the term is off
     accuracy_reason: str = ""  # why the grader gave its score (``grader_limit``: a limit was hit)
     grader_timeouts: int = 0  # math-verify timeouts met while grading
+    context_mask: torch.Tensor | None = None  # [N_i] bool, tokens a tool inserted (None: none)
 
 
 def response_lengths(generated: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -220,11 +231,17 @@ def sample_responses(
     prompts: Sequence[torch.Tensor],
     settings: RolloutSettings,
     on_prompts: Callable[[int], None] | None = None,
+    renderer: ImageRenderer | None = None,
+    owners: Sequence[PromptItem] | None = None,
 ) -> list[torch.Tensor]:
     """``settings.n`` responses per prompt, grouped prompt by prompt. Returns B·n id rows [N_i].
 
     ``on_prompts`` is called with the number of prompts of each generate call (progress).
+    With a ``renderer`` the executor draws every image (``owners``: the prompt item of each
+    prompt, for its input image and task state).
     """
+    if renderer is not None and owners is None:
+        raise ValueError("sample_responses: a renderer needs the prompt items (owners)")
     per_chunk = max(1, settings.batch_size // settings.n)  # prompts per generate call
     responses: list[torch.Tensor] = []
     for start in range(0, len(prompts), per_chunk):
@@ -232,9 +249,13 @@ def sample_responses(
             prompts[start : start + per_chunk], layout.pad_id
         )  # [b, P]
         device = next(policy.parameters()).device
+        tool = None
+        if renderer is not None:
+            chunk = owners[start : start + per_chunk]
+            tool = renderer.tool([visual_start(chunk[row // settings.n]) for row in range(len(chunk) * settings.n)])
         sequences = generate_interleaved(
             policy, layout, input_ids.to(device), attention_mask.to(device),
-            max_images=settings.max_images, num_return_sequences=settings.n, **settings.sampling,
+            max_images=settings.max_images, image_tool=tool, num_return_sequences=settings.n, **settings.sampling,
         )  # fmt: skip  # [b*n, P+N]
         generated = sequences[:, input_ids.shape[1] :].cpu()  # [b*n, N]
         lengths = response_lengths(generated, layout.eos_id)  # [b*n]
@@ -242,6 +263,11 @@ def sample_responses(
         if on_prompts is not None:
             on_prompts(input_ids.shape[0])
     return responses
+
+
+def visual_start(item: PromptItem) -> tuple[Image.Image | None, object | None]:
+    """v_0 and the task state a prompt's rendered images start from."""
+    return (item.input_images[0] if item.input_images else None), item.initial_state
 
 
 def fidelity_scorer(cfg: Config, policy: Any, layout: TokenLayout, vq_decoder: Any | None) -> FidelityTerm | None:
@@ -327,6 +353,7 @@ def score_responses(
     prompt_indices: Sequence[int],
     groups: Sequence[int],
     scorer: Scorer,
+    tool_inserted: bool = False,
 ) -> list[Response]:
     """Decode and score already-generated responses; no policy or trainer involved.
 
@@ -337,12 +364,17 @@ def score_responses(
         prompt_indices: each response's prompt index (into the caller's prompt list).
         groups: each response's group id (responses of one prompt sample share it).
         scorer: the reward (:func:`reward_scorer`).
+        tool_inserted: the rows were written under an image tool; its tokens are context
+            (:func:`omni_r1.model.generation.tool_context_mask`), not scored as generated images.
 
     Returns:
         One :class:`Response` per row, in order, with its reward breakdown.
     """
     decoded = [decode_interleaved(tokenizer, layout, row) for row in rows]
     response_ids, response_mask = right_pad(rows, layout.pad_id)  # [B, N]
+    context = [tool_context_mask(row, layout) if tool_inserted else None for row in rows]  # [N_i] each
+    if tool_inserted:
+        response_mask = response_mask * ~tool_context_mask(response_ids, layout)  # [B, N]
     scores = scorer([text for text, _ in decoded], owners, response_ids, response_mask)
     timeouts = scores.accuracy_timeouts or [0] * len(rows)
     return [
@@ -361,6 +393,7 @@ def score_responses(
             fidelity=float(scores.fidelity[row]) if scores.fidelity is not None else math.nan,
             accuracy_reason=scores.accuracy_reasons[row],
             grader_timeouts=timeouts[row],
+            context_mask=context[row],
         )
         for row in range(len(rows))
     ]
@@ -376,18 +409,22 @@ def generate_and_score(
     settings: RolloutSettings,
     scorer: Scorer,
     on_prompts: Callable[[int], None] | None = None,
+    renderer: ImageRenderer | None = None,
 ) -> list[Response]:
     """One generation batch: sample ``n`` responses per prompt, then :func:`score_responses`.
 
-    ``on_prompts``: progress, as in :func:`sample_responses`.
+    ``on_prompts``: progress, as in :func:`sample_responses`; ``renderer``: the executor
+    draws every image (the rendered regime).
     """
     items = [prompts[index] for index in prompt_indices]
-    rows = sample_responses(policy, layout, [item.prompt_ids for item in items], settings, on_prompts)
+    rows = sample_responses(
+        policy, layout, [item.prompt_ids for item in items], settings, on_prompts, renderer, items
+    )
     per_prompt = [row // settings.n for row in range(len(rows))]  # response → its prompt's slot
     return score_responses(
         tokenizer, layout, rows, [items[slot] for slot in per_prompt],
         [prompt_indices[slot] for slot in per_prompt], [first_group + slot for slot in per_prompt],
-        scorer,
+        scorer, tool_inserted=renderer is not None,
     )  # fmt: skip
 
 
@@ -425,20 +462,28 @@ class TrainingBatch:
 
     input_ids: torch.Tensor  # [B, P+N] left-padded prompt, right-padded response
     attention_mask: torch.Tensor  # [B, P+N]
-    response_mask: torch.Tensor  # [B, N]
+    response_mask: torch.Tensor  # [B, N] 1 on the policy's tokens: no pad, no tool-inserted context
     prompt_width: int  # P
     rewards: torch.Tensor  # [B]
     groups: list[int]  # [B]
 
 
 def collate_responses(responses: Sequence[Response], pad_id: int) -> TrainingBatch:
-    """One :class:`TrainingBatch` of the responses, in order; ``response_mask`` marks the tokens scored."""
+    """One :class:`TrainingBatch` of the responses, in order.
+
+    ``attention_mask`` covers every response token; ``response_mask`` only the policy's own
+    (a response's ``context_mask`` tokens, inserted by a tool, get no loss, ratio, KL or entropy).
+    """
     prompt_ids, prompt_mask = left_pad_prompts([r.prompt_ids for r in responses], pad_id)  # [B, P]
-    response_ids, response_mask = right_pad([r.response_ids for r in responses], pad_id)  # [B, N]
+    response_ids, attended = right_pad([r.response_ids for r in responses], pad_id)  # [B, N]
+    context = torch.zeros_like(attended, dtype=torch.bool)  # [B, N]
+    for row, response in enumerate(responses):
+        if response.context_mask is not None:
+            context[row, : response.context_mask.shape[0]] = response.context_mask
     return TrainingBatch(
         input_ids=torch.cat([prompt_ids, response_ids], dim=1),  # [B, P+N]
-        attention_mask=torch.cat([prompt_mask, response_mask], dim=1),  # [B, P+N]
-        response_mask=response_mask.float(),  # [B, N]
+        attention_mask=torch.cat([prompt_mask, attended], dim=1),  # [B, P+N]
+        response_mask=(attended.bool() & ~context).float(),  # [B, N]
         prompt_width=prompt_ids.shape[1],
         rewards=torch.tensor([r.reward for r in responses], dtype=torch.float32),  # [B]
         groups=[r.group for r in responses],
@@ -464,6 +509,7 @@ def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[s
     ``reward/fidelity`` appears only when the fidelity term scored some response.
     """
     tokens = sum(int(r.response_ids.shape[0]) for r in responses)
+    inserted = sum(int(r.context_mask.sum()) for r in responses if r.context_mask is not None)
     fidelity = finite_mean([r.fidelity for r in responses])
     return {
         "reward/mean": finite_mean([r.reward for r in responses]),
@@ -472,6 +518,8 @@ def rollout_metrics(responses: Sequence[Response], gen_seconds: float) -> dict[s
         "reward/perception": finite_mean([r.perception for r in responses]),
         "reward/image_rate": finite_mean([float(r.has_image) for r in responses]),
         "response/length": tokens / max(1, len(responses)),
+        "response/inserted_tokens": inserted / max(1, len(responses)),  # tool-inserted context per response
+        "tokens/generated": float(tokens - inserted),  # tokens the policy chose, over all responses
         "response/images": finite_mean([float(r.image_codes.shape[0]) for r in responses]),
         "perf/tokens_per_s": tokens / gen_seconds if gen_seconds > 0 else 0.0,
         **({} if math.isnan(fidelity) else {"reward/fidelity": fidelity}),
