@@ -84,6 +84,18 @@ def encode_parts(result: Mapping[str, Any]) -> Parts:
     return parts + ([f"up to date: {', '.join(cached)}"] if cached else [])
 
 
+def base_parts(result: Mapping[str, Any]) -> Parts:
+    if not result.get("trained"):
+        return [f"not trained: {result.get('reason')}"]
+    base, untrained = result.get("base", {}), result.get("untrained", {})
+    return [
+        f"{result.get('steps')} steps on {result.get('sequences')} pairs",
+        f"held-out code accuracy {_num(untrained.get('code_accuracy'))} → {_num(base.get('code_accuracy'))}",
+        f"PSNR {_num(untrained.get('psnr_db'), 1)} → {_num(base.get('psnr_db'), 1)} dB "
+        f"(VQ ceiling {_num(result.get('vq_reconstruction_psnr_db'), 1)})",
+    ]
+
+
 def bootstrap_parts(result: Mapping[str, Any]) -> Parts:
     return [
         f"{result.get('total')} records, {result.get('generated_images')} step images drawn by the base model",
@@ -154,6 +166,7 @@ RESULT_PARTS: dict[str, Callable[[Mapping[str, Any]], Parts]] = {
     "prepare": prepare_parts,
     "tokenizer": tokenizer_parts,
     "encode": encode_parts,
+    "base": base_parts,
     "bootstrap": bootstrap_parts,
     "pesft": pesft_parts,
     "perpo": perpo_parts,
