@@ -256,9 +256,10 @@ def champion_lines(metrics_dir: Path, model_name: str, alias: str) -> list[str]:
 def training_lines(metrics_dir: Path) -> list[str]:
     """The result line of each training stage, rebuilt from its metrics file (no wall time)."""
     lines = []
-    tokenizer = _read_json(metrics_dir / "tokenizer.json")
-    if tokenizer is not None:
-        lines.append(result_line("tokenizer", tokenizer, None))
+    for stage in ("tokenizer", "base"):
+        metrics = _read_json(metrics_dir / f"{stage}.json")
+        if metrics is not None:
+            lines.append(result_line(stage, metrics, None))
     for stage in ("pesft", "perpo"):
         for path in sorted(metrics_dir.glob(f"{stage}_*.json")):
             lines.append(result_line(stage, _read_json(path), None, path.stem.removeprefix(f"{stage}_")))
