@@ -103,12 +103,24 @@ def train_base(cfg: Config, omni: OmniModel, train: PairSet, work_dir: Path) -> 
     return trainer, len(sequences), dropped
 
 
+def alternating_kinds(kinds: list[str]) -> list[int]:
+    """Indices ordered first of each kind, second of each kind, ...: ``[d, d, a, a]`` → ``[0, 2, 1, 3]``."""
+    seen: dict[str, int] = {}
+    rank = []
+    for kind in kinds:
+        rank.append(seen.get(kind, 0))
+        seen[kind] = rank[-1] + 1
+    order = list(dict.fromkeys(kinds))
+    return sorted(range(len(kinds)), key=lambda i: (rank[i], order.index(kinds[i])))
+
+
 def gallery_page(cfg: Config, held_out: HeldOutDrawings, drawn: torch.Tensor, omni: OmniModel) -> str:
-    """The first ``base.gallery_examples`` held-out drawings: prompt, drawing beside the rendering."""
-    count = min(cfg.base.gallery_examples, len(held_out.pairs))
-    drawings = decode_codes(omni.vq_decoder, omni.model.model.vqmodel, drawn[:count])
+    """``base.gallery_examples`` held-out drawings, kinds alternating: prompt, drawing beside the rendering."""
+    chosen = alternating_kinds([pair.kind for pair in held_out.pairs])[: cfg.base.gallery_examples]
+    drawings = decode_codes(omni.vq_decoder, omni.model.model.vqmodel, drawn[chosen])
     entries = []
-    for index, (pair, drawing) in enumerate(zip(held_out.pairs[:count], drawings, strict=True)):
+    for index, drawing in zip(chosen, drawings, strict=True):
+        pair = held_out.pairs[index]
         accuracy = float((drawn[index] == held_out.target[index]).double().mean())
         entries.append(gallery_entry(
             pair.trajectory.question, pair.trajectory.steps, [drawing], None,

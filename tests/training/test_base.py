@@ -131,7 +131,8 @@ def test_base_stage_writes_metrics_gallery_and_the_folder_pesft_starts_from(cfg,
         assert {"code_accuracy", "psnr_db", "draw_code_accuracy", "action_psnr_db"} <= written[model].keys()
     page = Path(cfg.base.gallery_path).read_text()
     assert page.count("<img") >= 4  # per drawing pair: the drawing and the renderer's image (+ action inputs)
-    assert "base/heldout/draw/" in page
+    assert "base/heldout/draw/" in page and "base/heldout/action/" in page  # kinds alternate
+    assert base_stage.alternating_kinds(["draw", "draw", "action", "action", "action"]) == [0, 2, 1, 3, 4]
 
     base = load_base(cfg)  # what PeSFT and the bootstrap load
     assert base.vq_decoder is not None
