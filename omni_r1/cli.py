@@ -121,6 +121,12 @@ def tokenizer(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = Non
 
 
 @app.command()
+def base(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
+    """Pre-train the tiny base on image <-> text pairs so it can draw (tiny source only)."""
+    _run_stage("base", _load(params, overlay))
+
+
+@app.command()
 def encode(params: ParamsOpt = Path("params.yaml"), overlay: OverlayOpt = None) -> None:
     """Encode dataset images to codebook tokens, cached beside the records."""
     _run_stage("encode", _load(params, overlay))

@@ -248,6 +248,22 @@ class BootstrapConfig(Section):
     do_sample: bool
 
 
+class BaseConfig(Section):
+    """Pre-training of the tiny base on image <-> text pairs (omni_r1.training.base)."""
+
+    out_dir: str
+    metrics_path: str
+    gallery_path: str
+    train_pairs_per_kind: PositiveInt
+    heldout_pairs_per_kind: PositiveInt
+    max_steps: PositiveInt
+    per_device_batch_size: PositiveInt
+    learning_rate: Annotated[float, Field(gt=0.0)]
+    warmup_steps: Annotated[int, Field(ge=0)]
+    eval_batch_size: PositiveInt
+    gallery_examples: Annotated[int, Field(ge=0)]
+
+
 class GrpoConfig(Section):
     """PeRPO optimisation math (omni_r1.training.grpo), verl actor/algorithm keys."""
 
@@ -484,6 +500,7 @@ class Config(Section):
     reward: RewardConfig
     perception: PerceptionConfig
     pesft: PesftConfig
+    base: BaseConfig
     bootstrap: BootstrapConfig
     grpo: GrpoConfig
     perpo: PerpoConfig

@@ -84,6 +84,18 @@ def encode_parts(result: Mapping[str, Any]) -> Parts:
     return parts + ([f"up to date: {', '.join(cached)}"] if cached else [])
 
 
+def base_parts(result: Mapping[str, Any]) -> Parts:
+    if not result.get("trained"):
+        return [f"not trained: {result.get('reason')}"]
+    base, untrained = result.get("base", {}), result.get("untrained", {})
+    return [
+        f"{result.get('steps')} steps on {result.get('sequences')} pairs",
+        f"held-out code accuracy {_num(untrained.get('code_accuracy'))} → {_num(base.get('code_accuracy'))}",
+        f"PSNR {_num(untrained.get('psnr_db'), 1)} → {_num(base.get('psnr_db'), 1)} dB "
+        f"(VQ ceiling {_num(result.get('vq_reconstruction_psnr_db'), 1)})",
+    ]
+
+
 def bootstrap_parts(result: Mapping[str, Any]) -> Parts:
     return [
         f"{result.get('total')} records, {result.get('generated_images')} step images drawn by the base model",
@@ -154,6 +166,7 @@ RESULT_PARTS: dict[str, Callable[[Mapping[str, Any]], Parts]] = {
     "prepare": prepare_parts,
     "tokenizer": tokenizer_parts,
     "encode": encode_parts,
+    "base": base_parts,
     "bootstrap": bootstrap_parts,
     "pesft": pesft_parts,
     "perpo": perpo_parts,
@@ -243,9 +256,10 @@ def champion_lines(metrics_dir: Path, model_name: str, alias: str) -> list[str]:
 def training_lines(metrics_dir: Path) -> list[str]:
     """The result line of each training stage, rebuilt from its metrics file (no wall time)."""
     lines = []
-    tokenizer = _read_json(metrics_dir / "tokenizer.json")
-    if tokenizer is not None:
-        lines.append(result_line("tokenizer", tokenizer, None))
+    for stage in ("tokenizer", "base"):
+        metrics = _read_json(metrics_dir / f"{stage}.json")
+        if metrics is not None:
+            lines.append(result_line(stage, metrics, None))
     for stage in ("pesft", "perpo"):
         for path in sorted(metrics_dir.glob(f"{stage}_*.json")):
             lines.append(result_line(stage, _read_json(path), None, path.stem.removeprefix(f"{stage}_")))

@@ -214,3 +214,20 @@ def test_tiny_budget_uses_the_tiny_grid(repo_root: Path, tmp_path: Path) -> None
         load_config(repo_root / "params.yaml", (extra,))
     ok = _write(tmp_path / "ok.yaml", {"perpo": {"max_new_tokens": 66}})
     assert load_config(repo_root / "params.yaml", (ok,)).perpo.max_new_tokens == 66
+
+
+@pytest.mark.parametrize(
+    "overlays",
+    [("paper.yaml",), ("paper.yaml", "smoke-paper.yaml"), ("paper.yaml", "paper-interleaved.yaml")],
+    ids=["paper", "paper+smoke", "paper+interleaved"],
+)
+def test_every_documented_overlay_stack_validates(repo_root: Path, overlays: tuple[str, ...]) -> None:
+    # the stacks the Makefile and README use; a renamed key or a new check must not break them silently
+    paths = tuple(repo_root / "params" / name for name in overlays)
+    cfg = load_config(repo_root / "params.yaml", paths)
+    expected: dict[str, object] = {}
+    for path in paths:  # a later overlay wins
+        expected.update(flatten(yaml.safe_load(path.read_text(encoding="utf-8"))))
+    loaded = dict(flatten(cfg.model_dump(mode="json")))
+    wrong = {key: (value, loaded.get(key)) for key, value in expected.items() if loaded.get(key) != value}
+    assert not wrong, wrong

@@ -59,8 +59,22 @@ def test_tokenizer_evaluate_promote_lines() -> None:
 
 
 def test_unknown_stage_shows_its_first_numbers() -> None:
-    line = result_line("base", {"code_accuracy": 0.51234, "steps": 300, "name": "x", "ok": True}, 9.0)
-    assert line == "✓ base: code_accuracy 0.5123 · steps 300 · 9s"
+    line = result_line("probe", {"code_accuracy": 0.51234, "steps": 300, "name": "x", "ok": True}, 9.0)
+    assert line == "✓ probe: code_accuracy 0.5123 · steps 300 · 9s"
+
+
+def test_base_line_shows_the_gain_over_the_untrained_model() -> None:
+    result = {
+        "trained": True, "steps": 150, "sequences": 288, "vq_reconstruction_psnr_db": 21.04,
+        "base": {"code_accuracy": 0.41, "psnr_db": 17.26}, "untrained": {"code_accuracy": 0.002, "psnr_db": 8.91},
+    }  # fmt: skip
+    line = result_line("base", result, 9.0)
+    assert line == (
+        "✓ base: 150 steps on 288 pairs · held-out code accuracy 0.002 → 0.410 · "
+        "PSNR 8.9 → 17.3 dB (VQ ceiling 21.0) · 9s"
+    )
+    skipped = {"trained": False, "reason": "model.source is pretrained: the hub model is the base"}
+    assert result_line("base", skipped, 1.0) == "✓ base: not trained: model.source is pretrained: the hub model is the base · 1s"
 
 
 def write(folder: Path, name: str, data: dict) -> None:

@@ -103,7 +103,7 @@ def trace_scene(meta: dict[str, Any], decimals: int) -> tuple[str, list[tuple[st
         ("Zoom into the box.", Zoom(**box)),
         (f"The {shape} is {colour}.", None),
     ]
-    where = _region(target["x"] + target["side"] / 2, target["y"] + target["side"] / 2, size)
+    where = region_of(target["x"] + target["side"] / 2, target["y"] + target["side"] / 2, size)
     text_cot = [f"The small {shape} is in the {where}.", f"It is {colour}."]
     return question, steps, text_cot
 
@@ -115,7 +115,8 @@ def _box(x: float, y: float, w: float, h: float, decimals: int) -> dict[str, flo
     return {"x": x, "y": y, "w": w, "h": h}
 
 
-def _region(cx: float, cy: float, size: int) -> str:
+def region_of(cx: float, cy: float, size: int) -> str:
+    """The ninth of a ``size`` x ``size`` image a pixel point falls in: "top left", ..., "centre"."""
     rows, cols = ("top", "middle", "bottom"), ("left", "centre", "right")
     row, col = rows[min(2, int(3 * cy / size))], cols[min(2, int(3 * cx / size))]
     return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"

@@ -1,6 +1,7 @@
 """The one way to load the omni model: HF ``from_pretrained`` for Anole and for the tiny model alike.
 
-``load_omni(cfg)`` reads ``model.pretrained_id`` (``source: pretrained``) or ``model.local_dir``
+``load_base(cfg)`` is what training starts from: the ``base`` stage's folder for the tiny
+source, the hub model otherwise. ``load_omni(cfg)`` reads ``model.pretrained_id`` (``source: pretrained``) or ``model.local_dir``
 (``source: tiny``, written by the tokenizer stage), or an explicit ``model_dir`` (a fine-tuned
 checkpoint), then verifies the token layout (``TokenLayout.from_model``) and fails loudly when it
 does not hold. The VQ decoder, absent from HF checkpoints, is read from ``vq_decoder.safetensors``
@@ -103,6 +104,21 @@ def load_omni(cfg: Config, model_dir: Path | str | None = None) -> OmniModel:
     configured = None if beside.is_file() else resolve_vq_decoder_path(cfg.model.vq_decoder_path)
     decoder = load_vq_decoder(model, [beside, configured])
     return OmniModel(model=model, tokenizer=tokenizer, layout=layout, vq_decoder=decoder)
+
+
+def load_base(cfg: Config) -> OmniModel:
+    """The base model training starts from: ``base.out_dir`` (the ``base`` stage's tiny base that
+    can draw) when ``model.source`` is tiny, else the configured pretrained model (Anole).
+
+    Raises:
+        FileNotFoundError: the tiny base folder is missing (run the base stage).
+    """
+    if cfg.model.source != "tiny":
+        return load_omni(cfg)
+    folder = Path(cfg.base.out_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: tiny base not found; run `omni-r1 base` first")
+    return load_omni(cfg, model_dir=folder)
 
 
 def verified_layout(

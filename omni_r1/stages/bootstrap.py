@@ -3,7 +3,8 @@
 What it does (paper Appendix C; :mod:`omni_r1.training.bootstrap`): takes the first
 ``bootstrap.max_records`` records of a text-only chain-of-thought set
 (``bootstrap.source``: ``text_cot``: synthetic by default, M3CoT with real
-sources), and for every reasoning step has the base model (``load_omni``) generate exactly
+sources), and for every reasoning step has the base model (``load_base``: the ``base``
+stage's tiny base that can draw, or Anole) generate exactly
 one image conditioned on the question, input images and the steps so far (forced BOI
 after the step text, exactly H·W image tokens, EOI). Each image is decoded to PNG by the
 VQ decoder and the record is written in the usual interleaved template (step =
@@ -16,8 +17,9 @@ pipeline would tokenise stored images; the share of generated codes that survive
 decode → encode round trip is logged as ``bootstrap.code_roundtrip_agreement``.
 
 Where it differs: the paper bootstraps 791 M3CoT samples with Anole-7B; the tiny default
-bootstraps a small capped slice of the synthetic text-CoT set with a random tiny model, so
-its images are noise, which is what that model draws.
+bootstraps a small capped slice of the synthetic text-CoT set with the tiny base, which
+was pre-trained only on template describe/draw/apply-action pairs, so its step images are
+as good as that base draws (``metrics/base.json``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from omni_r1.data.codes import cache_key, encode_dataset, read_codes
 from omni_r1.data.records import Record, from_png
 from omni_r1.data.storage import MANIFEST, manifest_summary, read_records, write_records
 from omni_r1.model.images import decode_images, encode_images
-from omni_r1.model.loading import load_omni
+from omni_r1.model.loading import load_base
 from omni_r1.model.tiny import tokenizer_hash
 from omni_r1.stages.encode import tokenizer_dir
 from omni_r1.tracking import log_dataset_manifest, stage_run
@@ -93,7 +95,7 @@ def run(cfg: Config) -> dict[str, Any]:
     encoded_dir = Path(cfg.data.encoded_dir) / name
     with stage_run(cfg, "bootstrap"):
         torch.manual_seed(cfg.run.seed)
-        omni = load_omni(cfg)
+        omni = load_base(cfg)
         omni.model.eval()
         records = source_records(cfg)
         source_manifest = Path(cfg.data.prepared_dir) / cfg.bootstrap.source / MANIFEST

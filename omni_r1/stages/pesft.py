@@ -4,7 +4,8 @@ What it does (paper §4.1, REFERENCE §4): trains the omni model (image logits l
 
     L = L_CE (assistant tokens, prompt masked) + λ·L_pe (generated-image label positions)
 
-on HF ``Trainer`` (:mod:`omni_r1.training.pesft`), from the base model of ``load_omni``:
+on HF ``Trainer`` (:mod:`omni_r1.training.pesft`), from the base model of ``load_base`` (the
+``base`` stage's tiny base that can draw, or Anole with ``model.source: pretrained``):
 
 - ``--track omni_r1``: the interleaved training set (``pesft.datasets.omni_r1``; paper:
   Zebra-CoT; embedded default: synthetic Uni-Tasks).
@@ -33,7 +34,8 @@ when the configuration and data are unchanged, else starts over.
 Multi-GPU: ``torchrun --nproc_per_node 8 -m omni_r1.cli pesft --track omni_r1``; rank 0
 writes the checkpoint, metrics and MLflow run.
 
-Where it differs from the paper: the tiny default trains a small random model for a few
+Where it differs from the paper: the tiny default trains a small model, pre-trained only on
+template image <-> text pairs by the ``base`` stage, for a few
 hundred steps at a large learning rate (paper: Anole-7B, lr 1e-5, 1 epoch, ZeRO-2, bf16,
 max length 5100); W is trained by default (official code: a fixed random projection).
 """
@@ -57,7 +59,7 @@ from omni_r1.config import Config
 from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
-from omni_r1.model.loading import load_omni, save_omni
+from omni_r1.model.loading import load_base, load_omni, save_omni
 from omni_r1.model.packing import IGNORE_INDEX
 from omni_r1.model.packing import images_as_context as images_as_context_of
 from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
@@ -205,7 +207,7 @@ def run(cfg: Config, track: str, images_as_context: bool = False) -> dict[str, A
         raise FileNotFoundError(f"{paths.dataset}: no prepared dataset; run `{hint}`")
     run_context = stage_run(cfg, f"pesft-{track}") if main else contextlib.nullcontext()
     with run_context:
-        omni = load_omni(cfg)
+        omni = load_base(cfg)
         data = load_packed_dataset(
             paths.dataset, paths.encoded, omni.layout, omni.tokenizer, cfg.packing.max_length
         )

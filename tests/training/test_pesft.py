@@ -205,6 +205,7 @@ def test_bootstrap_then_pesft_stages_end_to_end(cfg, tmp_path, mlflow_tmp, monke
     cfg = cfg.model_copy(update={
         "run": cfg.run.model_copy(update={"device": "cpu"}),
         "model": cfg.model.model_copy(update={"source": "tiny", "local_dir": str(tmp_path / "models/tiny")}),
+        "base": cfg.base.model_copy(update={"out_dir": str(tmp_path / "models/tiny")}),  # start from it (base stage in test_base)
         "generation": cfg.generation.model_copy(update={"max_new_tokens": 48}),
         "bootstrap": cfg.bootstrap.model_copy(update={"max_records": 3, "batch_size": 2}),
         "pesft": cfg.pesft.model_copy(update={
