@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, ChameleonForConditionalGeneration, PreTr
 from omni_r1.config import Config
 from omni_r1.model.layout import LayoutError, TokenLayout
 from omni_r1.model.vq import VQDecoder, build_decoder, load_decoder_state
+from omni_r1.training.checkpoint import verify_folder
 
 VQ_DECODER_FILE = "vq_decoder.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
@@ -88,11 +89,14 @@ def load_omni(cfg: Config, model_dir: Path | str | None = None) -> OmniModel:
 
     Raises:
         FileNotFoundError: the tiny model folder is missing (run the tokenizer stage).
+        CheckpointError: a file of a local folder does not match its ``checksums.json``.
         LayoutError: the vocabulary does not have the layout the method needs.
     """
     source = model_source(cfg, model_dir)
     if cfg.model.source == "tiny" and model_dir is None and not Path(source).is_dir():
         raise FileNotFoundError(f"{source}: tiny model not found; run `omni-r1 tokenizer` first")
+    if Path(source).is_dir():
+        verify_folder(source)  # checksums.json of an atomically written folder: corrupt files fail here
     device = resolve_device(cfg.run.device)
     model = ChameleonForConditionalGeneration.from_pretrained(
         source, dtype=DTYPES[cfg.model.dtype], device_map=str(device)

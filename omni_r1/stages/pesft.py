@@ -27,8 +27,9 @@ with no format issue. ``ce_first`` / ``ce_last`` (and ``perception_*``) are mean
 first / last ``pesft.loss_window`` logged steps.
 
 Resume: Trainer checkpoints go to ``checkpoints/<track>/pesft_resume/`` (outside the DVC
-output, deleted after success); a rerun after an interruption resumes from the latest one
-when the configuration and data are unchanged, else starts over.
+output, deleted after success); a rerun after an interruption resumes from the latest complete
+one (a checkpoint cut short while Trainer wrote it is removed) when the configuration and data
+are unchanged, else starts over. The final folder is written atomically with ``checksums.json``.
 
 Multi-GPU: ``torchrun --nproc_per_node 8 -m omni_r1.cli pesft --track omni_r1``; rank 0
 writes the checkpoint, metrics and MLflow run.
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from omni_r1.config import Config
 from omni_r1.console import StageProgress
@@ -59,6 +60,7 @@ from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.loading import load_omni, save_omni
 from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
+from omni_r1.training.checkpoint import write_folder_atomically
 from omni_r1.training.pesft import (
     MlflowStepLogger,
     PesftModel,
@@ -111,12 +113,33 @@ def fingerprint(cfg: Config, dataset_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def complete_trainer_checkpoints(resume_dir: Path) -> list[Path]:
+    """``checkpoint-<n>`` folders of ``resume_dir`` by n that hold Trainer's state file.
+
+    Trainer writes a checkpoint in place and its ``trainer_state.json`` last, so a folder
+    without it was cut short by a kill and must not be resumed from.
+    """
+    found = []
+    for path in resume_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if suffix.isdigit() and (path / TRAINER_STATE).is_file():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
 def resumable_checkpoint(resume_dir: Path, key: str) -> str | None:
-    """The latest Trainer checkpoint in ``resume_dir`` if it was written under ``key``."""
+    """The latest complete Trainer checkpoint in ``resume_dir`` if it was written under ``key``.
+
+    Half-written checkpoint folders (killed while saving) are removed.
+    """
     key_file = resume_dir / RESUME_KEY
-    if key_file.exists() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
-        return get_last_checkpoint(str(resume_dir))
-    return None
+    if not (key_file.exists() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key):
+        return None
+    complete = complete_trainer_checkpoints(resume_dir)
+    for path in resume_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if path not in complete:
+            shutil.rmtree(path)
+    return str(complete[-1]) if complete else None
 
 
 def reset_resume_dir(resume_dir: Path, key: str) -> None:
@@ -160,18 +183,21 @@ def gathered_state(trainer: Any, strategy: str) -> dict[str, Any] | None:
 def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path, state: dict[str, Any] | None = None) -> None:
     """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history, no timings).
 
+    Written atomically with ``checksums.json`` (:func:`write_folder_atomically`): a kill while
+    saving leaves the previous checkpoint in place, never a half-written or missing one.
     ``state``: the gathered ``PesftModel`` state dict when training was sharded (FSDP).
     """
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    if state is None:
-        save_omni(omni, out_dir)
-        save_projection(projection, out_dir)
-    else:
-        save_omni(omni, out_dir, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-        projection.load_state_dict({k.removeprefix("projection."): v for k, v in state.items() if k.startswith("projection.")})
-        save_projection(projection, out_dir)
-    (out_dir / TRAINER_STATE).write_text(timing_free_state(dataclasses.asdict(trainer.state)), encoding="utf-8")
+
+    def write(folder: Path) -> None:
+        if state is None:
+            save_omni(omni, folder)
+        else:
+            save_omni(omni, folder, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+            projection.load_state_dict({k.removeprefix("projection."): v for k, v in state.items() if k.startswith("projection.")})
+        save_projection(projection, folder)
+        (folder / TRAINER_STATE).write_text(timing_free_state(dataclasses.asdict(trainer.state)), encoding="utf-8")
+
+    write_folder_atomically(out_dir, write)
 
 
 def summary_metrics(cfg: Config, history: list[dict[str, float]], **extra: Any) -> dict[str, Any]:

@@ -18,10 +18,15 @@ Atomicity: the folder is written under a hidden temporary name beside the final 
 every file and the folder are fsynced, then it is renamed into place. A failure at any
 point before the rename leaves no folder under the final name, and an older checkpoint of
 the same name is only replaced by a complete new one.
+
+Integrity: every atomically written folder holds ``checksums.json`` (sha256 and size of each
+of its files, written last, before the rename). Loaders call :func:`verify_folder`, so a
+truncated or bit-flipped file raises :class:`CheckpointError` naming it instead of being used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -42,6 +47,8 @@ OPTIMIZER_META = "optimizer.json"
 RNG_TENSORS = "rng_state.safetensors"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_INDEX = "model.safetensors.index.json"
+CHECKSUMS = "checksums.json"
+HASH_CHUNK = 1 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -153,8 +160,55 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    """Write ``folder/checksums.json``: ``{relative path: {"sha256", "bytes"}}`` of every other file."""
+    entries = {
+        path.relative_to(folder).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != CHECKSUMS
+    }
+    _write_json(folder / CHECKSUMS, entries)
+    return entries
+
+
+def verify_folder(directory: Path | str) -> int:
+    """Check every file listed in ``checksums.json``; return how many were checked (0: no manifest).
+
+    Raises:
+        CheckpointError: the manifest is unreadable, or a listed file is missing, has another
+            size or another sha256; the message names the file.
+    """
+    folder = Path(directory)
+    manifest = folder / CHECKSUMS
+    if not manifest.is_file():
+        return 0
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+        expected = {name: (entry["sha256"], int(entry["bytes"])) for name, entry in entries.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise CheckpointError(f"{manifest}: unreadable checksum manifest ({err})") from err
+    for name, (sha256, size) in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in {CHECKSUMS} but missing")
+        if path.stat().st_size != size:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {CHECKSUMS} records {size} (truncated?)")
+        if file_sha256(path) != sha256:
+            raise CheckpointError(f"{path}: sha256 does not match {CHECKSUMS} (corrupt file)")
+    return len(expected)
+
+
 def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` into a temporary sibling folder, fsync it, rename it to ``directory``.
+    """Run ``write(tmp)`` into a temporary sibling folder, add ``checksums.json``, fsync it,
+    rename it to ``directory``.
 
     Args:
         directory: the final folder; an existing one is replaced only after ``write`` succeeded.
@@ -169,6 +223,7 @@ def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]
     tmp.mkdir()
     try:
         write(tmp)
+        write_checksums(tmp)
         _fsync_tree(tmp)
         if final.exists():
             old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
@@ -229,9 +284,10 @@ def load_checkpoint_state(
     """Restore optimizer, scheduler (and RNG) from a checkpoint; return step and extras.
 
     Raises:
-        CheckpointError: a trainer-state file is missing.
+        CheckpointError: a trainer-state file is missing, or a file does not match ``checksums.json``.
     """
     folder = Path(directory)
+    verify_folder(folder)
     for name in (TRAINER_STATE, OPTIMIZER_TENSORS, OPTIMIZER_META, RNG_TENSORS):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: {name} missing, not a resumable checkpoint")
@@ -264,9 +320,11 @@ def load_model_weights(model: torch.nn.Module, directory: Path | str) -> None:
     Keys the file leaves out must be tied to a saved parameter (same storage).
 
     Raises:
-        CheckpointError: unexpected keys, or a missing key that is not tied.
+        CheckpointError: unexpected keys, a missing key that is not tied, or a file that does
+            not match ``checksums.json``.
     """
     folder = Path(directory)
+    verify_folder(folder)
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(folder):
         state.update(load_file(str(path)))
