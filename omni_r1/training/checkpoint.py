@@ -206,12 +206,29 @@ def verify_folder(directory: Path | str) -> int:
     return len(expected)
 
 
+def recover_interrupted_write(final: Path) -> None:
+    """Clean up after a writer killed inside :func:`write_folder_atomically`.
+
+    Temporary folders of a killed write are removed. A kill between the two renames leaves
+    no folder under the final name and the previous, complete one under ``.<name>.old-*``:
+    it is renamed back; other ``.old-*`` folders are removed.
+    """
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not final.exists() and (old / CHECKSUMS).is_file():
+            os.replace(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` into a temporary sibling folder, add ``checksums.json``, fsync it,
     rename it to ``directory``.
 
     Args:
         directory: the final folder; an existing one is replaced only after ``write`` succeeded.
+            Leftovers of an earlier, killed write are cleaned first (:func:`recover_interrupted_write`).
         write: fills the folder it is given.
 
     Returns:
@@ -219,6 +236,7 @@ def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]
     """
     final = Path(directory)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_write(final)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
