@@ -1,13 +1,15 @@
 """Kill campaign: SIGKILL a training stage at seeded random moments, resume it, and compare.
 
 For each stage (tokenizer, PeSFT, PeRPO) one uninterrupted run gives the reference outputs and
-its duration T. Then tries start the stage in the same kind of workspace; each is SIGKILLed
-after a delay drawn uniformly from [0, 1.25·T] (seeded), or runs to its end when it finishes
-first. After every kill the workspace is checked: every folder holding ``checksums.json``
-must verify, and no stage output may exist without one (half-written). When a try finishes,
-its weight files are compared byte for byte with the reference; when more kills are due the
-outputs are removed and a new chain starts. A kill counts as survived when the chain it hit
-finished with identical weights and no integrity fault was seen after it.
+its duration T. Then chains run in the same workspace: up to ``KILLS_PER_CHAIN`` tries, each
+SIGKILLed after a delay drawn uniformly from [0, T] (seeded; T shrinks to the quickest
+uninterrupted run seen), each resuming what the one before left; then a last try runs to its
+end. After every kill the workspace is checked: every folder holding ``checksums.json`` must
+verify, and no stage output may exist without one (half-written). When a chain ends, its
+weight files are compared byte for byte with the reference and the outputs are removed for the
+next chain. A kill counts as survived when its chain ended with identical weights and no
+integrity fault was seen after it. (The tokenizer stage has no mid-run checkpoint: a killed
+try starts over, so only atomicity and the final bytes are tested there.)
 
 PeRPO's lost work is read from its log: the last logged step before the kill minus the step of
 the checkpoint the next try resumed from (bounded by ``perpo.resume_every``).
@@ -31,7 +33,7 @@ from benchmarks.faults.workspace import build_inputs, workspace_config
 from omni_r1.config import Config
 from omni_r1.training.checkpoint import CHECKSUMS, CheckpointError, verify_folder
 
-DELAY_STRETCH = 1.25  # kill delays are drawn from [0, this x the reference duration]
+KILLS_PER_CHAIN = 4  # kills before a chain's last try runs to its end
 STEP_LINE = re.compile(r"(\d+)/(\d+) steps")
 
 
@@ -158,32 +160,35 @@ def kill_stage(stage: StageUnderTest, root: Path, kills: int, rng: random.Random
     reference = weight_digests(folder, outputs)
     clear_outputs(folder, stage, cfg)
 
-    chain_kills, chain_clean = 0, True
     lost: list[int] = []
-    tries = 0
-    while figures.kills < kills or chain_kills:
-        tries += 1
-        if tries > 6 * kills + 10:
-            figures.notes.append(f"stopped after {tries - 1} tries")
-            break
-        delay = rng.uniform(0.0, DELAY_STRETCH * figures.reference_seconds)
-        offset = log_path.stat().st_size if log_path.exists() else 0
-        process = forked.start(lambda: stage.run(cfg), folder, log_path)
-        process.join(delay)
-        if forked.kill(process):
+    shortest = figures.reference_seconds  # the quickest uninterrupted run seen: kill delays are drawn below it
+    while figures.kills < kills:
+        chain_kills, chain_clean, finished = 0, True, None
+        while chain_kills < KILLS_PER_CHAIN and figures.kills < kills and finished is None:
+            delay = rng.uniform(0.0, shortest)
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            began = time.perf_counter()
+            process = forked.start(lambda: stage.run(cfg), folder, log_path)
+            process.join(delay)
+            if not forked.kill(process):  # it finished before the kill
+                finished = process.exitcode
+                if chain_kills == 0 and finished == 0:
+                    shortest = min(shortest, time.perf_counter() - began)
+                break
             figures.kills += 1
             chain_kills += 1
             corrupt, half = integrity_problems(folder, outputs)
             figures.integrity_faults += len(corrupt)
             figures.half_written += len(half)
+            figures.notes += [f"after kill {figures.kills}: {problem}" for problem in corrupt + half]
             chain_clean = chain_clean and not corrupt and not half
             if stage.name == "perpo":
                 lost.append(max(0, last_logged_step(log_path, offset) - resumed_step(cfg, folder)))
-            continue
-        if process.exitcode != 0:
+        if finished is None:  # the chain's last try runs to its end
+            finished = forked.run_to_end(lambda: stage.run(cfg), folder, log_path)
+        if finished != 0:
             figures.failed_runs += 1
-            figures.notes.append(f"try {tries} exited with {process.exitcode}; see {log_path}")
-            chain_clean = False
+            figures.notes.append(f"a resumed run exited with {finished}; see {log_path}")
         else:
             figures.completions += 1
             digests = weight_digests(folder, outputs)
@@ -191,11 +196,12 @@ def kill_stage(stage: StageUnderTest, root: Path, kills: int, rng: random.Random
                 k: v for k, v in reference.items() if k.endswith(".safetensors")
             }
             figures.identical_completions += weights_same
-            figures.other_files_differing += sum(1 for k in reference if digests.get(k) != reference[k] and not k.endswith(".safetensors"))
+            figures.other_files_differing += sum(
+                1 for k in reference if digests.get(k) != reference[k] and not k.endswith(".safetensors")
+            )
             if weights_same and chain_clean:
                 figures.survived += chain_kills
-            log(f"  {stage.name}: chain of {chain_kills} kills finished, weights identical: {weights_same}")
-        chain_kills, chain_clean = 0, True
+            log(f"  {stage.name}: {figures.kills}/{kills} kills; a chain of {chain_kills} finished, weights identical: {weights_same}")
         clear_outputs(folder, stage, cfg)
     figures.max_lost_steps = max(lost) if lost else None
     return figures

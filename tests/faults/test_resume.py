@@ -1,0 +1,45 @@
+"""Resume after a kill: PeSFT never resumes a Trainer checkpoint cut short while it was written;
+PeRPO resumes from its rolling checkpoint (every ``perpo.resume_every`` steps) or a sweep folder,
+whichever is later, and only under the same configuration fingerprint."""
+
+from __future__ import annotations
+
+import json
+
+from omni_r1.stages.perpo import resumable_checkpoint as perpo_resumable
+from omni_r1.stages.perpo import resume_folder
+from omni_r1.stages.pesft import RESUME_KEY, TRAINER_STATE, resumable_checkpoint
+
+
+def trainer_checkpoint(folder, complete: bool) -> None:
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    if complete:
+        (folder / TRAINER_STATE).write_text("{}")
+
+
+def test_pesft_skips_and_removes_a_half_written_trainer_checkpoint(tmp_path):
+    (tmp_path / RESUME_KEY).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / RESUME_KEY).write_text(json.dumps({"key": "k"}))
+    trainer_checkpoint(tmp_path / "checkpoint-4", complete=True)
+    trainer_checkpoint(tmp_path / "checkpoint-8", complete=False)  # killed while Trainer saved it
+    assert resumable_checkpoint(tmp_path, "k") == str(tmp_path / "checkpoint-4")
+    assert not (tmp_path / "checkpoint-8").exists()
+    assert resumable_checkpoint(tmp_path, "other") is None
+
+
+def perpo_state(folder, step: int, fingerprint: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "extra": {"fingerprint": fingerprint}}))
+
+
+def test_perpo_resumes_from_the_later_of_rolling_and_sweep_checkpoints(tmp_path):
+    out_root = tmp_path / "perpo"
+    perpo_state(out_root / "step_10", 10, "aaa")
+    perpo_state(resume_folder(out_root), 14, "aaa")
+    assert resume_folder(out_root) == tmp_path / "perpo_resume"
+    assert perpo_resumable(out_root, "aaa") == tmp_path / "perpo_resume"
+    perpo_state(out_root / "step_20", 20, "aaa")
+    assert perpo_resumable(out_root, "aaa") == out_root / "step_20"
+    assert perpo_resumable(out_root, "bbb") is None  # another configuration: both removed
+    assert not out_root.exists() and not resume_folder(out_root).exists()
