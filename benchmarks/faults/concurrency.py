@@ -5,8 +5,9 @@ The workspace is the flow tests' toy DVC project (``tests/flows/toy_project``: t
 processes that call the pipeline flow's function (one of them with a parameter override, so
 it writes params.yaml), a random fraction of a second apart. Expected: both finish, or one is
 refused with the lock's message naming the holder. Afterwards params.yaml must be the committed
-one, ``dvc status`` must report the stage outputs in line with dvc.lock, and no MLflow run may be
-left running.
+one, dvc.lock either the committed one or in line with the outputs (``dvc status``), and no
+MLflow run may be left running. (The toy project has no model registry; the registry's
+consistency under concurrency is not measured here.)
 """
 
 from __future__ import annotations
@@ -67,12 +68,17 @@ def running_mlflow_runs(project: Path) -> int:
 
 
 def consistent(project: Path, params_before: str) -> list[str]:
+    """Problems left in the workspace: params.yaml not the committed one; dvc.lock neither the
+    committed one (an override run puts it back) nor in line with the outputs (a plain run that
+    finished); an MLflow run left RUNNING."""
     problems = []
     if (project / "params.yaml").read_text() != params_before:
         problems.append("params.yaml differs from the committed one")
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True, text=True)
-    if status.returncode != 0 or json.loads(status.stdout or "{}"):
-        problems.append(f"dvc status: {status.stdout.strip()[:200] or status.stderr[-200:]}")
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "dvc.lock"], cwd=project, capture_output=True, text=True)
+    if changed.stdout.strip():
+        status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True, text=True)
+        if status.returncode != 0 or json.loads(status.stdout or "{}"):
+            problems.append(f"dvc.lock changed and out of line with the outputs: {status.stdout.strip()[:200] or status.stderr[-200:]}")
     if running_mlflow_runs(project):
         problems.append("an MLflow run was left RUNNING")
     return problems

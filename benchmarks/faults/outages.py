@@ -1,8 +1,10 @@
-"""Storage outages: the S3 endpoint (moto's server, a process on 127.0.0.1) is SIGKILLed while
-data moves to it and restarted after a pause.
+"""Storage outages: the S3 endpoint on 127.0.0.1 is SIGKILLed while data moves to it and
+restarted after a pause.
 
-moto keeps objects in memory, so a restarted server is empty: the campaign recreates the
-bucket (as a restored store would come back) and the writer retries. Three writers:
+The endpoint is a TCP proxy process in front of moto's S3 server (``python -m moto.server``):
+killing it drops every open connection and refuses new ones, like a store that goes down,
+while the objects stored before the outage stay (moto keeps them in the memory of its own
+process, which a kill of moto itself would erase). Three writers:
 
 - checkpoint upload (:func:`omni_r1.storage.upload_dir`, its own retries; one more call if
   they ran out);
@@ -48,38 +50,54 @@ def free_port() -> int:
 
 
 class MotoProcess:
-    """``python -m moto.server`` on 127.0.0.1:port, killed and restarted on demand."""
+    """moto's S3 server (``python -m moto.server``) on 127.0.0.1, reached through a TCP proxy
+    process (:mod:`benchmarks.faults.tcp_proxy`) that is SIGKILLed and restarted on demand:
+    the endpoint goes away with every open connection, the stored objects stay."""
 
     def __init__(self, port: int, log_path: Path) -> None:
-        self.port, self.log_path, self.process = port, log_path, None
+        self.port, self.log_path = port, log_path
+        self.backend_port = free_port()
+        self.backend: subprocess.Popen | None = None
+        self.proxy: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    def _spawn(self, args: list[str], port: int) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        process = subprocess.Popen(args, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return process
             except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError(f"moto server did not start on port {self.port}; see {self.log_path}")
-        import boto3
+                time.sleep(0.1)
+        raise RuntimeError(f"nothing listens on port {port}; see {self.log_path}")
 
-        boto3.client("s3", endpoint_url=self.url, **boto_keys()).create_bucket(Bucket=BUCKET)
+    def start(self) -> None:
+        if self.backend is None:
+            self.backend = self._spawn(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.backend_port)], self.backend_port
+            )
+            import boto3
+
+            boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.backend_port}", **boto_keys()).create_bucket(Bucket=BUCKET)
+        self.proxy = self._spawn(
+            [sys.executable, "-m", "benchmarks.faults.tcp_proxy", str(self.port), str(self.backend_port)], self.port
+        )
 
     def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
+        if self.proxy is not None:
+            self.proxy.kill()
+            self.proxy.wait()
+
+    def stop(self) -> None:
+        self.kill()
+        if self.backend is not None:
+            self.backend.kill()
+            self.backend.wait()
 
 
 def boto_keys() -> dict[str, str]:
@@ -96,7 +114,9 @@ class OutageFigures:
     outages: int = 0
     survived: int = 0
     first_try_completed: int = 0  # the writer's own retries were enough
+    missed: int = 0  # the kill came after the writer had finished (no outage during the transfer)
     partial_objects: int = 0
+    partial_objects_checked: bool = False  # final keys listed and compared (checkpoint upload)
     notes: list[str] = field(default_factory=list)
 
 
@@ -117,25 +137,32 @@ def payload(folder: Path, rng: random.Random, files: int, megabytes: int) -> Pat
     return folder
 
 
-def with_outage(server: MotoProcess, write: Callable[[], Any], delay: float, pause: float) -> tuple[bool, str]:
-    """Run ``write`` while the server is killed after ``delay`` s and restarted ``pause`` s later."""
-    outcome: dict[str, Any] = {}
+def with_outage(server: MotoProcess, write: Callable[[], Any], delay: float, pause: float) -> tuple[bool, str, bool]:
+    """Run ``write`` here while another thread kills the server after ``delay`` s and restarts it
+    ``pause`` s later (the writer stays on this thread: MLflow's active run is per thread).
 
-    def target() -> None:
-        try:
-            write()
-            outcome["ok"] = True
-        except Exception as err:  # noqa: BLE001 - the figure is whether a retry completes
-            outcome["error"] = f"{type(err).__name__}: {err}"
+    Returns:
+        (``write`` returned, its error if not, whether the kill came before ``write`` ended).
+    """
+    killed_at: list[float] = []
 
-    thread = threading.Thread(target=target)
+    def outage() -> None:
+        time.sleep(delay)
+        server.kill()
+        killed_at.append(time.monotonic())
+        time.sleep(pause)
+        server.start()
+
+    thread = threading.Thread(target=outage)
     thread.start()
-    time.sleep(delay)
-    server.kill()
-    time.sleep(pause)
-    server.start()
+    error = ""
+    try:
+        write()
+    except Exception as err:  # noqa: BLE001 - the figure is whether a retry completes
+        error = f"{type(err).__name__}: {err}"
+    ended = time.monotonic()
     thread.join()
-    return bool(outcome.get("ok")), outcome.get("error", "")
+    return not error, error, bool(killed_at) and killed_at[0] < ended
 
 
 def storage_settings(cfg: Any, server: MotoProcess) -> Any:
@@ -162,18 +189,19 @@ def checkpoint_upload(cfg: Any, server: MotoProcess, root: Path, rng: random.Ran
 
     from omni_r1 import storage as object_storage
 
-    figures = OutageFigures("checkpoint upload (omni_r1.storage)")
+    figures = OutageFigures("checkpoint upload (omni_r1.storage)", partial_objects_checked=True)
     settings = storage_settings(cfg, server)
     source = payload(root / "upload-src", rng, files=4, megabytes=24)
     expected = tree_digests(source)
     for index in range(count):
         client = object_storage.make_client(settings)
         destination = object_storage.parse_s3_uri(settings.s3_uri).child(f"try-{index}")
-        ok, error = with_outage(
+        ok, error, hit = with_outage(
             server, lambda c=client, d=destination: object_storage.upload_dir(c, source, d, settings),
-            rng.uniform(0.05, 1.5), rng.uniform(0.5, 3.0),
+            rng.uniform(0.05, 0.5), rng.uniform(0.5, 3.0),
         )  # fmt: skip
         figures.outages += 1
+        figures.missed += not hit
         figures.first_try_completed += ok
         if not ok:
             figures.notes.append(f"try {index}: first call failed ({error[:160]}); called again")
@@ -201,10 +229,11 @@ def mlflow_artifacts(cfg: Any, server: MotoProcess, root: Path, rng: random.Rand
     settings = cfg.storage.model_copy(update={"s3_uri": "", "log_checkpoint_files": True})
     for index in range(count):
         with mlflow.start_run(experiment_id=experiment) as run:
-            ok, error = with_outage(
-                server, lambda: log_checkpoint(source, "checkpoint", settings), rng.uniform(0.05, 1.5), rng.uniform(0.5, 3.0)
+            ok, error, hit = with_outage(
+                server, lambda: log_checkpoint(source, "checkpoint", settings), rng.uniform(0.05, 0.5), rng.uniform(0.5, 3.0)
             )  # fmt: skip
             figures.outages += 1
+            figures.missed += not hit
             figures.first_try_completed += ok
             if not ok:
                 figures.notes.append(f"try {index}: first call failed ({error[:160]}); called again")
@@ -234,10 +263,11 @@ def dvc_push(server: MotoProcess, root: Path, rng: random.Random, count: int) ->
         expected = tree_digests(data)
         dvc(["add", "-q", data.name], project).check_returncode()
         result: dict[str, Any] = {}
-        ok, _ = with_outage(
+        _, _, hit = with_outage(
             server, lambda r=result: r.update(push=dvc(["push", "-q", "-j", "2"], project)), rng.uniform(1.0, 4.0), rng.uniform(0.5, 3.0)
         )  # fmt: skip
         figures.outages += 1
+        figures.missed += not hit
         first = result.get("push")
         figures.first_try_completed += bool(first is not None and first.returncode == 0)
         if first is None or first.returncode != 0:
@@ -274,7 +304,7 @@ def run(cfg: Any, root: Path, count: int, seed: int, log: Callable[[str], None])
             log(f"  {results[-1]}")
         return results
     finally:
-        server.kill()
+        server.stop()
         for name, value in previous.items():
             if value is None:
                 os.environ.pop(name, None)

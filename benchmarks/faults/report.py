@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.faults import exposure, forked
-from benchmarks.faults.workspace import REPO_ROOT, build_inputs, workspace_config
+from benchmarks.faults.workspace import REPO_ROOT, build_inputs, new_workspace, workspace_config
 
 Log = Callable[[str], None]
 
@@ -44,7 +44,9 @@ class Results:
             key = o.writer.split(" (")[0].replace(" ", "_").replace("/", "").replace("__", "_").lower()
             out[f"outages_{key}_survived"] = o.survived
             out[f"outages_{key}_total"] = o.outages
-            out[f"outages_{key}_partial_objects"] = o.partial_objects
+            out[f"outages_{key}_during_transfer"] = o.outages - o.missed
+            if o.partial_objects_checked:
+                out[f"outages_{key}_partial_objects"] = o.partial_objects
         if self.concurrency is not None:
             c = self.concurrency
             out.update(concurrency_trials=c.trials, concurrency_both_finished=c.both_finished,
@@ -121,7 +123,7 @@ def run_sections(args: argparse.Namespace, root: Path, results: Results, log: Lo
         results.fuzz = fuzz.run(cfg, folder / cfg.model.local_dir, args.fuzz, args.seed, log)
 
     def run_outages() -> None:
-        cfg = workspace_config(perpo_workspace(root, log))
+        cfg = new_workspace(root / "outages-config")  # only its storage section is used
         results.outages = outages.run(cfg, root / "outages", args.outages, args.seed, log)
 
     def run_concurrency() -> None:
@@ -176,7 +178,9 @@ def markdown(results: Results) -> str:
         lines += ["", "## Storage outages (moto's S3 server SIGKILLed during the transfer, restarted)", ""]
         for o in results.outages:
             lines.append(f"- {o.writer}: {o.survived}/{o.outages} survived (read back byte-identical); "
-                         f"{o.first_try_completed} completed by their own retries; {o.partial_objects} partial objects visible.")  # fmt: skip
+                         f"{o.first_try_completed} completed by their own retries; "
+                         + (f"{o.partial_objects} partial objects visible; " if o.partial_objects_checked else "")
+                         + f"{o.missed} kills came after the transfer had ended.")  # fmt: skip
             lines += [f"  - {note}" for note in o.notes]
     if results.concurrency is not None:
         c = results.concurrency
