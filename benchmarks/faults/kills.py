@@ -31,7 +31,7 @@ from typing import Any
 from benchmarks.faults import forked
 from benchmarks.faults.workspace import build_inputs, workspace_config
 from omni_r1.config import Config
-from omni_r1.training.checkpoint import CHECKSUMS, CheckpointError, verify_folder
+from omni_r1.model.loading import CHECKSUMS, CheckpointError, verify_folder
 
 KILLS_PER_CHAIN = 4  # kills before a chain's last try runs to its end
 STEP_LINE = re.compile(r"(\d+)/(\d+) steps")

@@ -46,10 +46,9 @@ from omni_r1.model.layout import (
     REASONING_OPEN,
     TokenLayout,
 )
-from omni_r1.model.loading import OmniModel, save_omni
+from omni_r1.model.loading import OmniModel, save_omni, write_folder_atomically
 from omni_r1.model.vq import VQDecoder
 from omni_r1.model.vq_train import VQTrainSettings, evaluate_vq, reconstruct, train_vq
-from omni_r1.training.checkpoint import write_folder_atomically
 from omni_r1.trajectory import IMAGE_SLOT
 
 HEAD_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]

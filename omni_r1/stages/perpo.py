@@ -48,10 +48,9 @@ from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
-from omni_r1.model.loading import load_omni
+from omni_r1.model.loading import CHECKSUMS, load_omni
 from omni_r1.tracking import file_sha256, log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.checkpoint import (
-    CHECKSUMS,
     MODEL_INDEX,
     MODEL_WEIGHTS,
     OPTIMIZER_META,

@@ -58,9 +58,8 @@ from omni_r1.config import Config
 from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
-from omni_r1.model.loading import load_omni, save_omni
+from omni_r1.model.loading import load_omni, save_omni, write_folder_atomically
 from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
-from omni_r1.training.checkpoint import write_folder_atomically
 from omni_r1.training.pesft import (
     MlflowStepLogger,
     PesftModel,

@@ -14,24 +14,16 @@ Only torch's generators are saved: training draws from nothing else, while Pytho
 NumPy's global generators are advanced by libraries (tracking, HTTP clients) by amounts that
 differ from run to run, so storing them would make two identical runs write different files.
 
-Atomicity: the folder is written under a hidden temporary name beside the final one,
-every file and the folder are fsynced, then it is renamed into place. A failure at any
-point before the rename leaves no folder under the final name, and an older checkpoint of
-the same name is only replaced by a complete new one.
-
-Integrity: every atomically written folder holds ``checksums.json`` (sha256 and size of each
-of its files, written last, before the rename). Loaders call :func:`verify_folder`, so a
+Atomicity and integrity come from :func:`omni_r1.model.loading.write_folder_atomically`: the
+folder is written under a temporary name with ``checksums.json``, fsynced and renamed into
+place, and the loaders here call :func:`~omni_r1.model.loading.verify_folder` first, so a
 truncated or bit-flipped file raises :class:`CheckpointError` naming it instead of being used.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import shutil
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,18 +33,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from omni_r1.model.loading import CheckpointError, verify_folder, write_folder_atomically
+
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 RNG_TENSORS = "rng_state.safetensors"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_INDEX = "model.safetensors.index.json"
-CHECKSUMS = "checksums.json"
-HASH_CHUNK = 1 << 20
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder that is missing a file or does not fit the model."""
 
 
 @dataclass
@@ -132,129 +120,6 @@ def join_optimizer_state(
         for group in meta["param_groups"]
     ]
     return {"state": state, "param_groups": groups}
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic folder writes
-# ---------------------------------------------------------------------------------------------
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as stream:
-                os.fsync(stream.fileno())
-    for folder in [*sorted(p for p in root.rglob("*") if p.is_dir()), root]:
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_checksums(folder: Path) -> dict[str, dict[str, Any]]:
-    """Write ``folder/checksums.json``: ``{relative path: {"sha256", "bytes"}}`` of every other file."""
-    entries = {
-        path.relative_to(folder).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != CHECKSUMS
-    }
-    _write_json(folder / CHECKSUMS, entries)
-    return entries
-
-
-def verify_folder(directory: Path | str) -> int:
-    """Check every file listed in ``checksums.json``; return how many were checked (0: no manifest).
-
-    Raises:
-        CheckpointError: the manifest is unreadable, or a listed file is missing, has another
-            size or another sha256; the message names the file.
-    """
-    folder = Path(directory)
-    manifest = folder / CHECKSUMS
-    if not manifest.is_file():
-        return 0
-    try:
-        entries = json.loads(manifest.read_text(encoding="utf-8"))
-        expected = {name: (entry["sha256"], int(entry["bytes"])) for name, entry in entries.items()}
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise CheckpointError(f"{manifest}: unreadable checksum manifest ({err})") from err
-    for name, (sha256, size) in expected.items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: listed in {CHECKSUMS} but missing")
-        if path.stat().st_size != size:
-            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {CHECKSUMS} records {size} (truncated?)")
-        if file_sha256(path) != sha256:
-            raise CheckpointError(f"{path}: sha256 does not match {CHECKSUMS} (corrupt file)")
-    return len(expected)
-
-
-def recover_interrupted_write(final: Path) -> None:
-    """Clean up after a writer killed inside :func:`write_folder_atomically`.
-
-    Temporary folders of a killed write are removed. A kill between the two renames leaves
-    no folder under the final name and the previous, complete one under ``.<name>.old-*``:
-    it is renamed back; other ``.old-*`` folders are removed.
-    """
-    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
-        if not final.exists() and (old / CHECKSUMS).is_file():
-            os.replace(old, final)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` into a temporary sibling folder, add ``checksums.json``, fsync it,
-    rename it to ``directory``.
-
-    Args:
-        directory: the final folder; an existing one is replaced only after ``write`` succeeded.
-            Leftovers of an earlier, killed write are cleaned first (:func:`recover_interrupted_write`).
-        write: fills the folder it is given.
-
-    Returns:
-        ``directory``.
-    """
-    final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover_interrupted_write(final)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        write_checksums(tmp)
-        _fsync_tree(tmp)
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.faults import corrupt, exposure, forked, fuzz
 from benchmarks.faults.report import Results, markdown
-from omni_r1.training.checkpoint import (
+from omni_r1.model.loading import (
     recover_interrupted_write,
     verify_folder,
     write_folder_atomically,

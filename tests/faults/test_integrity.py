@@ -12,7 +12,7 @@ import pytest
 from omni_r1.data.codes import CACHE_KEY_FILE, CODES_FILE, encode_dataset, read_codes
 from omni_r1.data.records import DataError, Record, RecordStep
 from omni_r1.data.storage import MANIFEST, read_records, write_records
-from omni_r1.training.checkpoint import (
+from omni_r1.model.loading import (
     CHECKSUMS,
     CheckpointError,
     recover_interrupted_write,

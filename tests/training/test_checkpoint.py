@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_perpo import input_codes, make_records, perpo_cfg
 
+from omni_r1.model.loading import verify_folder
 from omni_r1.training.checkpoint import (
     TRAINER_STATE,
     CheckpointError,
@@ -21,7 +22,6 @@ from omni_r1.training.checkpoint import (
     load_model_weights,
     save_checkpoint,
     step_folders,
-    verify_folder,
 )
 from omni_r1.training.perpo import PerpoTrainer
 from omni_r1.training.rollout import build_prompts
