@@ -161,13 +161,18 @@ def held_out_prompts(cfg: Config, omni: Any) -> list[Any]:
 
 
 TIMING_KEYS = ("tokens_per_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+# Trainer's closing ``train_loss`` averages only the steps run since the last resume, so a
+# resumed run would store another value than an uninterrupted one (the per-step losses stay).
+PER_PROCESS_KEYS = ("train_loss",)
 
 
 def timing_free_state(state: dict[str, Any]) -> str:
-    """Trainer's state (``dataclasses.asdict``) as JSON without wall-clock entries, so the DVC output is byte-stable."""
+    """Trainer's state (``dataclasses.asdict``) as JSON without wall-clock entries and without
+    values that depend on where a run was resumed, so the DVC output is byte-stable."""
     state = dict(state)
+    dropped = TIMING_KEYS + PER_PROCESS_KEYS
     state["log_history"] = [
-        {key: value for key, value in entry.items() if key not in TIMING_KEYS} for entry in state["log_history"]
+        {key: value for key, value in entry.items() if key not in dropped} for entry in state["log_history"]
     ]
     return json.dumps(state, indent=2, sort_keys=True) + "\n"
 

@@ -43,3 +43,15 @@ def test_perpo_resumes_from_the_later_of_rolling_and_sweep_checkpoints(tmp_path)
     assert perpo_resumable(out_root, "aaa") == out_root / "step_20"
     assert perpo_resumable(out_root, "bbb") is None  # another configuration: both removed
     assert not out_root.exists() and not resume_folder(out_root).exists()
+
+
+def test_pesft_state_file_does_not_depend_on_where_the_run_resumed():
+    from omni_r1.stages.pesft import timing_free_state
+
+    def state(train_loss: float) -> dict:
+        history = [{"step": 1, "loss": 2.5, "train_runtime": 9.0}, {"step": 2, "train_loss": train_loss}]
+        return {"global_step": 2, "log_history": history}
+
+    uninterrupted, resumed = timing_free_state(state(5.5)), timing_free_state(state(2.4))
+    assert uninterrupted == resumed
+    assert json.loads(uninterrupted)["log_history"][0] == {"step": 1, "loss": 2.5}
