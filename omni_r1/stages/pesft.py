@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -139,6 +140,19 @@ def resumable_checkpoint(resume_dir: Path, key: str) -> str | None:
         if path not in complete:
             shutil.rmtree(path)
     return str(complete[-1]) if complete else None
+
+
+def remove_resume_dir(resume_dir: Path) -> None:
+    """Delete the resume folder after success: renamed away first (one atomic step), then removed.
+
+    Deleting it in place could be cut short by a kill, leaving a checkpoint whose
+    ``trainer_state.json`` survived its weights; the next run would resume from it.
+    """
+    if not resume_dir.exists():
+        return
+    doomed = resume_dir.parent / f".{resume_dir.name}.deleted-{os.getpid()}"
+    os.replace(resume_dir, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def reset_resume_dir(resume_dir: Path, key: str) -> None:
@@ -290,5 +304,5 @@ def run(cfg: Config, track: str) -> dict[str, Any]:
         })
         mlflow.log_dict({"texts": parse.texts, "ok": parse.ok}, "pesft/parse_eval.json")
         log_checkpoint(paths.out, f"checkpoints/{track}/pesft", cfg.storage)
-        shutil.rmtree(paths.resume, ignore_errors=True)
+        remove_resume_dir(paths.resume)
     return metrics

@@ -5,6 +5,7 @@ whichever is later, and only under the same configuration fingerprint."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from omni_r1.stages.perpo import resumable_checkpoint as perpo_resumable
 from omni_r1.stages.perpo import resume_folder
@@ -55,3 +56,28 @@ def test_pesft_state_file_does_not_depend_on_where_the_run_resumed():
     uninterrupted, resumed = timing_free_state(state(5.5)), timing_free_state(state(2.4))
     assert uninterrupted == resumed
     assert json.loads(uninterrupted)["log_history"][0] == {"step": 1, "loss": 2.5}
+
+
+def test_a_kill_while_removing_the_resume_folder_leaves_nothing_to_resume(tmp_path, monkeypatch):
+    import shutil
+
+    from omni_r1.stages import pesft
+
+    resume = tmp_path / "pesft_resume"
+    trainer_checkpoint(resume / "checkpoint-24", complete=True)
+    (resume / RESUME_KEY).write_text(json.dumps({"key": "k"}))
+
+    def killed_midway(path, ignore_errors=False):  # deletes the weights, then the process dies
+        for weights in sorted(Path(path).rglob("model.safetensors")):
+            weights.unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    try:
+        pesft.remove_resume_dir(resume)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    # a checkpoint that kept its trainer_state.json but lost its weights must not be resumed
+    assert resumable_checkpoint(resume, "k") is None
+    pesft.remove_resume_dir(resume)  # absent: nothing to do
