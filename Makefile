@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test bench lint clean verl-image-check smoke-paper
+.PHONY: install run test bench faults lint clean verl-image-check smoke-paper
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ smoke-paper: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Fault campaign (not part of `test`): kills, outages, concurrent runs, corrupt files, fuzzing,
+# secrets; writes reports/faults.md and metrics/faults.json.
+faults: $(STAMP)
+	$(BIN)/python -m benchmarks.faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check omni_r1 flows tests benchmarks

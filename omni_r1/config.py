@@ -307,6 +307,7 @@ class PerpoConfig(Section):
     verl: PerpoVerlConfig
     max_steps: PositiveInt
     save_steps: list[PositiveInt]
+    resume_every: PositiveInt
     train_batch_size: PositiveInt
     gen_batch_size: PositiveInt
     max_gen_batches: PositiveInt

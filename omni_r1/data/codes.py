@@ -3,7 +3,8 @@
 One row per image: ``record_id``, ``image_key`` (``input_<i>`` or ``step_<t>``, t the
 0-based step index), ``codes`` (H*W codebook indices, row-major). ``cache_key.json`` holds
 what the codes depend on — the VQ tokenizer hash and the dataset manifest hash — so a new
-tokenizer or new data re-encodes and anything else is a cache hit.
+tokenizer or new data re-encodes and anything else is a cache hit — and ``codes_sha256``, the
+hash of ``codes.parquet`` recorded when it was written and checked by :func:`read_codes`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from omni_r1.data.records import Record, from_png
-from omni_r1.data.storage import MANIFEST, _atomic_write_bytes, read_records
+from omni_r1.data.records import DataError, Record, from_png
+from omni_r1.data.storage import MANIFEST, _atomic_write_bytes, read_records, sha256_file
 
 CODES_FILE = "codes.parquet"
 CACHE_KEY_FILE = "cache_key.json"
@@ -97,14 +98,37 @@ def encode_dataset(
         flush()
     table = pa.Table.from_pylist(rows, schema=CODES_SCHEMA)
     _atomic_write_bytes(out / CODES_FILE, lambda tmp: pq.write_table(table, tmp))
-    info = {**key, "images": len(rows), "tokens_per_image": tokens}
+    info = {**key, "images": len(rows), "tokens_per_image": tokens, "codes_sha256": sha256_file(out / CODES_FILE)}
     text = json.dumps(info, indent=1)
     _atomic_write_bytes(out / CACHE_KEY_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return {**info, "cached": False}
 
 
+def verify_codes(encoded_dir: Path | str) -> None:
+    """Check ``codes.parquet`` against the ``codes_sha256`` recorded in ``cache_key.json``.
+
+    Raises:
+        DataError: the key file is unreadable or the codes file's hash differs (names the file).
+    """
+    folder = Path(encoded_dir)
+    key_path, codes_path = folder / CACHE_KEY_FILE, folder / CODES_FILE
+    if not key_path.is_file():
+        return  # codes written by hand (tests, older caches) carry no recorded hash
+    try:
+        recorded = json.loads(key_path.read_text(encoding="utf-8")).get("codes_sha256")
+    except (ValueError, AttributeError) as err:
+        raise DataError(str(key_path), "-", "codes_sha256", "corrupt_cache_key", f"unreadable ({err})") from err
+    if recorded is not None and sha256_file(codes_path) != recorded:
+        raise DataError(str(codes_path), "-", "sha256", "corrupt_codes", f"hash does not match {CACHE_KEY_FILE}")
+
+
 def read_codes(encoded_dir: Path | str) -> dict[tuple[str, str], torch.Tensor]:
-    """``(record_id, image_key) -> LongTensor [H*W]`` for every cached image of a dataset."""
+    """``(record_id, image_key) -> LongTensor [H*W]`` for every cached image of a dataset.
+
+    Raises:
+        DataError: ``codes.parquet`` does not match the hash recorded when it was written.
+    """
+    verify_codes(encoded_dir)
     table = pq.read_table(Path(encoded_dir) / CODES_FILE)
     return {
         (record_id, image_key): torch.tensor(codes, dtype=torch.long)

@@ -5,7 +5,8 @@ Layout of a dataset folder ``data/prepared/<name>/``::
     shard-00000.parquet   records, images as PNG bytes
     shard-00001.parquet
     manifest.json         written last: shards with sha256, counts per source / uni_task /
-                          skill, skipped records by reason, per-record image hashes, total
+                          skill, skipped records by reason, per-record image hashes, total,
+                          and ``content_sha256`` over all of that (a corrupt manifest is refused)
 
 Each shard is written to a temporary file in the same folder and renamed into place, so a
 half-written shard is never visible; the manifest is written the same way after every shard.
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from omni_r1.data.records import DataError, Record, RecordStep, action_from_json, action_to_json
 
 MANIFEST = "manifest.json"
+CONTENT_HASH = "content_sha256"  # manifest entry: sha256 of the canonical JSON of every other entry
 SHARD_PATTERN = "shard-{index:05d}.parquet"
 
 STEP_TYPE = pa.struct(
@@ -160,6 +162,7 @@ def write_records(
         "image_hashes": image_hashes,
         **dict(extra or {}),
     }
+    manifest[CONTENT_HASH] = content_sha256(manifest)
     _remove_stale_shards(out, {shard["file"] for shard in shards})
     text = json.dumps(manifest, indent=1, sort_keys=False)
     _atomic_write_bytes(out / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -172,12 +175,30 @@ def _remove_stale_shards(out: Path, keep: set[str]) -> None:
             path.unlink()
 
 
+def content_sha256(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's entries other than ``content_sha256``, as canonical JSON."""
+    body = {key: value for key, value in manifest.items() if key != CONTENT_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def read_manifest(dataset_dir: Path | str) -> dict[str, Any]:
+    """The manifest of a dataset folder, checked against its ``content_sha256`` when it has one.
+
+    Raises:
+        DataError: missing, unreadable, without a shard list, or changed since it was written.
+    """
     path = Path(dataset_dir) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise DataError(str(path), "-", "manifest", "missing_manifest", "no manifest") from err
+    except ValueError as err:  # truncated or bit-flipped JSON, or bytes that are not UTF-8
+        raise DataError(str(path), "-", "manifest", "corrupt_manifest", f"unreadable ({err})") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise DataError(str(path), "-", "shards", "corrupt_manifest", "no list of shards")
+    if CONTENT_HASH in manifest and content_sha256(manifest) != manifest[CONTENT_HASH]:
+        raise DataError(str(path), "-", CONTENT_HASH, "corrupt_manifest", "entries changed since it was written")
+    return manifest
 
 
 def manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,6 +219,8 @@ def read_records(dataset_dir: Path | str, *, verify: bool = True) -> Iterator[Re
     root = Path(dataset_dir)
     for shard in read_manifest(root)["shards"]:
         path = root / shard["file"]
+        if not path.is_file():
+            raise DataError(str(path), "-", "file", "missing_shard", f"listed in {MANIFEST} but missing")
         if verify and sha256_file(path) != shard["sha256"]:
             raise DataError(str(path), "-", "sha256", "corrupt_shard", "shard hash does not match manifest")
         table = pq.read_table(path)

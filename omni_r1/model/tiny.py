@@ -46,7 +46,7 @@ from omni_r1.model.layout import (
     REASONING_OPEN,
     TokenLayout,
 )
-from omni_r1.model.loading import OmniModel, save_omni
+from omni_r1.model.loading import OmniModel, save_omni, write_folder_atomically
 from omni_r1.model.vq import VQDecoder
 from omni_r1.model.vq_train import VQTrainSettings, evaluate_vq, reconstruct, train_vq
 from omni_r1.trajectory import IMAGE_SLOT
@@ -224,8 +224,12 @@ def train_tiny(
 
 
 def save_tiny(omni: OmniModel, out_dir: Path | str) -> Path:
-    """Save model, tokenizer and VQ decoder so ``load_omni`` reads them back (see ``save_omni``)."""
-    return save_omni(omni, out_dir)
+    """Save model, tokenizer and VQ decoder so ``load_omni`` reads them back (see ``save_omni``).
+
+    Written atomically with a ``checksums.json`` (:func:`write_folder_atomically`): a kill
+    while saving leaves the previous folder (or none), never a half-written one.
+    """
+    return write_folder_atomically(out_dir, lambda folder: save_omni(omni, folder))
 
 
 def tokenizer_hash(model_dir: Path | str) -> str:

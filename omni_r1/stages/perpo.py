@@ -17,10 +17,15 @@ Variants (``--variant``): ``default``; ``no_perception`` sets the perception wei
 ``checkpoints/<track>/perpo_no_perception/`` and ``metrics/perpo_no_perception.json``
 (``metrics/perpo_<track>_no_perception.json`` off the Zero track).
 
-Resume: when the output folder holds a checkpoint written under the same configuration
-hash (params sections, track, variant and the starting weights' sha256), training continues from the latest one with its optimizer, scheduler, RNG and
-prompt cursor (so the DVC stage should keep its outputs: ``persist: true``); a
-checkpoint from another configuration is removed and training starts over.
+Resume: besides the sweep folders, every ``perpo.resume_every`` steps a resumable checkpoint
+is written to ``checkpoints/<track>/perpo_resume/`` (``<out folder>_resume``; only the latest
+is kept, it is not a DVC output, and it is removed when the run completes), so a kill loses
+fewer than ``resume_every`` steps. When either holds a checkpoint written under the same
+configuration hash (params sections, track, variant and the starting weights' sha256),
+training continues from the latest one with its optimizer, scheduler, RNG and prompt cursor
+(so the DVC stage should keep its outputs: ``persist: true``); a checkpoint from another
+configuration is removed and training starts over. Every checkpoint carries
+``checksums.json``, verified before it is resumed from.
 
 Where it differs from the paper: the official run uses verl on GPUs (vLLM rollouts,
 FSDP); here the same loss and rewards run in-process on HF ``generate``.
@@ -43,7 +48,7 @@ from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
 from omni_r1.model.images import decode_codes
-from omni_r1.model.loading import load_omni
+from omni_r1.model.loading import CHECKSUMS, load_omni
 from omni_r1.rendering import image_renderer
 from omni_r1.tracking import file_sha256, log_checkpoint, log_dataset_manifest, stage_run
 from omni_r1.training.checkpoint import (
@@ -63,6 +68,7 @@ from omni_r1.training.rollout import Response, build_prompts, reward_scorer
 PROGRESS_POSTFIX = {"reward/mean": "reward", "reward/accuracy": "accuracy", "actor/kl_loss": "KL"}
 # Files of the starting checkpoint that a PeRPO checkpoint does not inherit.
 NOT_INHERITED = {
+    CHECKSUMS,
     MODEL_WEIGHTS,
     MODEL_INDEX,
     TRAINER_STATE,
@@ -126,16 +132,33 @@ def weights_digest(folder: Path) -> str:
     return ",".join(f"{path.name}:{file_sha256(path)}" for path in files)
 
 
+def resume_folder(out_root: Path) -> Path:
+    """The rolling resumable checkpoint beside the sweep folders: ``<out_root>_resume`` (not a DVC output)."""
+    return out_root.parent / f"{out_root.name}_resume"
+
+
+def _saved_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+
+
 def resumable_checkpoint(out_root: Path, fingerprint: str) -> Path | None:
-    """The latest checkpoint under ``out_root`` if written under ``fingerprint``; clears stale ones."""
+    """The latest checkpoint (a sweep folder under ``out_root`` or the resume folder) written
+    under ``fingerprint``; checkpoints of another fingerprint are removed."""
+    candidates = []
     latest = latest_checkpoint(out_root)
-    if latest is None:
-        return None
-    state = json.loads((latest / TRAINER_STATE).read_text(encoding="utf-8"))
-    if state.get("extra", {}).get("fingerprint") == fingerprint:
-        return latest
-    shutil.rmtree(out_root)
-    return None
+    if latest is not None:
+        if _saved_state(latest).get("extra", {}).get("fingerprint") == fingerprint:
+            candidates.append((int(_saved_state(latest)["step"]), latest))
+        else:
+            shutil.rmtree(out_root)
+    rolling = resume_folder(out_root)
+    if (rolling / TRAINER_STATE).is_file():
+        state = _saved_state(rolling)
+        if state.get("extra", {}).get("fingerprint") == fingerprint:
+            candidates.append((int(state["step"]), rolling))
+        else:
+            shutil.rmtree(rolling)
+    return max(candidates, key=lambda item: item[0])[1] if candidates else None
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
@@ -240,8 +263,9 @@ def run(
 
         with progress:
             history = trainer.train(
-                cfg.perpo.max_steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint, on_probe
-            )
+                cfg.perpo.max_steps, out_root, cfg.perpo.save_steps, on_step, on_checkpoint, on_probe,
+                resume_dir=resume_folder(out_root), resume_every=cfg.perpo.resume_every,
+            )  # fmt: skip
         for name, step in (("start", 0), ("end", trainer.step_count)):
             if name in trainer.probes:
                 mlflow.log_metrics(
@@ -253,4 +277,5 @@ def run(
     # save
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    shutil.rmtree(resume_folder(out_root), ignore_errors=True)  # the run is complete
     return summary

@@ -28,8 +28,9 @@ with no format issue. ``ce_first`` / ``ce_last`` (and ``perception_*``) are mean
 first / last ``pesft.loss_window`` logged steps.
 
 Resume: Trainer checkpoints go to ``checkpoints/<track>/pesft_resume/`` (outside the DVC
-output, deleted after success); a rerun after an interruption resumes from the latest one
-when the configuration and data are unchanged, else starts over.
+output, deleted after success); a rerun after an interruption resumes from the latest complete
+one (a checkpoint cut short while Trainer wrote it is removed) when the configuration and data
+are unchanged, else starts over. The final folder is written atomically with ``checksums.json``.
 
 Multi-GPU: ``torchrun --nproc_per_node 8 -m omni_r1.cli pesft --track omni_r1``; rank 0
 writes the checkpoint, metrics and MLflow run.
@@ -46,6 +47,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -53,13 +55,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from omni_r1.config import Config
 from omni_r1.console import StageProgress
 from omni_r1.data.codes import read_codes
 from omni_r1.data.storage import MANIFEST, read_records
-from omni_r1.model.loading import load_base, load_omni, save_omni
+from omni_r1.model.loading import load_base, load_omni, save_omni, write_folder_atomically
 from omni_r1.model.packing import IGNORE_INDEX
 from omni_r1.model.packing import images_as_context as images_as_context_of
 from omni_r1.tracking import log_checkpoint, log_dataset_manifest, stage_run
@@ -115,12 +117,46 @@ def fingerprint(cfg: Config, dataset_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def complete_trainer_checkpoints(resume_dir: Path) -> list[Path]:
+    """``checkpoint-<n>`` folders of ``resume_dir`` by n that hold Trainer's state file.
+
+    Trainer writes a checkpoint in place and its ``trainer_state.json`` last, so a folder
+    without it was cut short by a kill and must not be resumed from.
+    """
+    found = []
+    for path in resume_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if suffix.isdigit() and (path / TRAINER_STATE).is_file():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
 def resumable_checkpoint(resume_dir: Path, key: str) -> str | None:
-    """The latest Trainer checkpoint in ``resume_dir`` if it was written under ``key``."""
+    """The latest complete Trainer checkpoint in ``resume_dir`` if it was written under ``key``.
+
+    Half-written checkpoint folders (killed while saving) are removed.
+    """
     key_file = resume_dir / RESUME_KEY
-    if key_file.exists() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
-        return get_last_checkpoint(str(resume_dir))
-    return None
+    if not (key_file.exists() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key):
+        return None
+    complete = complete_trainer_checkpoints(resume_dir)
+    for path in resume_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if path not in complete:
+            shutil.rmtree(path)
+    return str(complete[-1]) if complete else None
+
+
+def remove_resume_dir(resume_dir: Path) -> None:
+    """Delete the resume folder after success: renamed away first (one atomic step), then removed.
+
+    Deleting it in place could be cut short by a kill, leaving a checkpoint whose
+    ``trainer_state.json`` survived its weights; the next run would resume from it.
+    """
+    if not resume_dir.exists():
+        return
+    doomed = resume_dir.parent / f".{resume_dir.name}.deleted-{os.getpid()}"
+    os.replace(resume_dir, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def reset_resume_dir(resume_dir: Path, key: str) -> None:
@@ -143,13 +179,18 @@ def held_out_prompts(cfg: Config, omni: Any) -> list[Any]:
 
 
 TIMING_KEYS = ("tokens_per_s", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+# Trainer's closing ``train_loss`` averages only the steps run since the last resume, so a
+# resumed run would store another value than an uninterrupted one (the per-step losses stay).
+PER_PROCESS_KEYS = ("train_loss",)
 
 
 def timing_free_state(state: dict[str, Any]) -> str:
-    """Trainer's state (``dataclasses.asdict``) as JSON without wall-clock entries, so the DVC output is byte-stable."""
+    """Trainer's state (``dataclasses.asdict``) as JSON without wall-clock entries and without
+    values that depend on where a run was resumed, so the DVC output is byte-stable."""
     state = dict(state)
+    dropped = TIMING_KEYS + PER_PROCESS_KEYS
     state["log_history"] = [
-        {key: value for key, value in entry.items() if key not in TIMING_KEYS} for entry in state["log_history"]
+        {key: value for key, value in entry.items() if key not in dropped} for entry in state["log_history"]
     ]
     return json.dumps(state, indent=2, sort_keys=True) + "\n"
 
@@ -164,18 +205,21 @@ def gathered_state(trainer: Any, strategy: str) -> dict[str, Any] | None:
 def save_final(omni: Any, projection: Any, trainer: Any, out_dir: Path, state: dict[str, Any] | None = None) -> None:
     """``load_omni`` folder + ``projection.safetensors`` + Trainer's state (log history, no timings).
 
+    Written atomically with ``checksums.json`` (:func:`write_folder_atomically`): a kill while
+    saving leaves the previous checkpoint in place, never a half-written or missing one.
     ``state``: the gathered ``PesftModel`` state dict when training was sharded (FSDP).
     """
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    if state is None:
-        save_omni(omni, out_dir)
-        save_projection(projection, out_dir)
-    else:
-        save_omni(omni, out_dir, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-        projection.load_state_dict({k.removeprefix("projection."): v for k, v in state.items() if k.startswith("projection.")})
-        save_projection(projection, out_dir)
-    (out_dir / TRAINER_STATE).write_text(timing_free_state(dataclasses.asdict(trainer.state)), encoding="utf-8")
+
+    def write(folder: Path) -> None:
+        if state is None:
+            save_omni(omni, folder)
+        else:
+            save_omni(omni, folder, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+            projection.load_state_dict({k.removeprefix("projection."): v for k, v in state.items() if k.startswith("projection.")})
+        save_projection(projection, folder)
+        (folder / TRAINER_STATE).write_text(timing_free_state(dataclasses.asdict(trainer.state)), encoding="utf-8")
+
+    write_folder_atomically(out_dir, write)
 
 
 def summary_metrics(cfg: Config, history: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
@@ -276,5 +320,5 @@ def run(cfg: Config, track: str, images_as_context: bool = False) -> dict[str, A
         })
         mlflow.log_dict({"texts": parse.texts, "ok": parse.ok}, "pesft/parse_eval.json")
         log_checkpoint(paths.out, f"checkpoints/{track}/pesft", cfg.storage)
-        shutil.rmtree(paths.resume, ignore_errors=True)
+        remove_resume_dir(paths.resume)
     return metrics

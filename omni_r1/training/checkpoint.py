@@ -14,19 +14,16 @@ Only torch's generators are saved: training draws from nothing else, while Pytho
 NumPy's global generators are advanced by libraries (tracking, HTTP clients) by amounts that
 differ from run to run, so storing them would make two identical runs write different files.
 
-Atomicity: the folder is written under a hidden temporary name beside the final one,
-every file and the folder are fsynced, then it is renamed into place. A failure at any
-point before the rename leaves no folder under the final name, and an older checkpoint of
-the same name is only replaced by a complete new one.
+Atomicity and integrity come from :func:`omni_r1.model.loading.write_folder_atomically`: the
+folder is written under a temporary name with ``checksums.json``, fsynced and renamed into
+place, and the loaders here call :func:`~omni_r1.model.loading.verify_folder` first, so a
+truncated or bit-flipped file raises :class:`CheckpointError` naming it instead of being used.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +33,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from omni_r1.model.loading import CheckpointError, verify_folder, write_folder_atomically
+
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 RNG_TENSORS = "rng_state.safetensors"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_INDEX = "model.safetensors.index.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder that is missing a file or does not fit the model."""
 
 
 @dataclass
@@ -127,63 +122,6 @@ def join_optimizer_state(
     return {"state": state, "param_groups": groups}
 
 
-# ---------------------------------------------------------------------------------------------
-# Atomic folder writes
-# ---------------------------------------------------------------------------------------------
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as stream:
-                os.fsync(stream.fileno())
-    for folder in [*sorted(p for p in root.rglob("*") if p.is_dir()), root]:
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_folder_atomically(directory: Path | str, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` into a temporary sibling folder, fsync it, rename it to ``directory``.
-
-    Args:
-        directory: the final folder; an existing one is replaced only after ``write`` succeeded.
-        write: fills the folder it is given.
-
-    Returns:
-        ``directory``.
-    """
-    final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        _fsync_tree(tmp)
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
 
@@ -229,9 +167,10 @@ def load_checkpoint_state(
     """Restore optimizer, scheduler (and RNG) from a checkpoint; return step and extras.
 
     Raises:
-        CheckpointError: a trainer-state file is missing.
+        CheckpointError: a trainer-state file is missing, or a file does not match ``checksums.json``.
     """
     folder = Path(directory)
+    verify_folder(folder)
     for name in (TRAINER_STATE, OPTIMIZER_TENSORS, OPTIMIZER_META, RNG_TENSORS):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: {name} missing, not a resumable checkpoint")
@@ -264,9 +203,11 @@ def load_model_weights(model: torch.nn.Module, directory: Path | str) -> None:
     Keys the file leaves out must be tied to a saved parameter (same storage).
 
     Raises:
-        CheckpointError: unexpected keys, or a missing key that is not tied.
+        CheckpointError: unexpected keys, a missing key that is not tied, or a file that does
+            not match ``checksums.json``.
     """
     folder = Path(directory)
+    verify_folder(folder)
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(folder):
         state.update(load_file(str(path)))

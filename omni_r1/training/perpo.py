@@ -368,12 +368,16 @@ class PerpoTrainer:
         on_step: StepHook | None = None,
         on_checkpoint: CheckpointHook | None = None,
         on_probe: ProbeHook | None = None,
+        resume_dir: Path | str | None = None,
+        resume_every: int = 0,
     ) -> list[dict[str, float]]:
         """Run steps up to ``until_step``, saving ``checkpoint_root/step_<k>`` for k in ``save_steps``.
 
-        With ``perpo.probe_prompts`` > 0 the fixed-prompt probe runs before the first step
-        (``probes["start"]``) and after the last (``probes["end"]``); ``on_probe`` follows its
-        progress. ``on_step`` gets each step's metrics.
+        With ``resume_dir``, every ``resume_every``-th step that is not a save step also writes
+        a resumable checkpoint there (replacing the previous one), so a kill loses fewer than
+        ``resume_every`` steps. With ``perpo.probe_prompts`` > 0 the fixed-prompt probe runs
+        before the first step (``probes["start"]``) and after the last (``probes["end"]``);
+        ``on_probe`` follows its progress. ``on_step`` gets each step's metrics.
         """
         probing = self.cfg.perpo.probe_prompts > 0
         if probing and self.step_count == 0 and "start" not in self.probes:
@@ -386,6 +390,8 @@ class PerpoTrainer:
                 folder = self.save(Path(checkpoint_root) / f"step_{self.step_count}")
                 if on_checkpoint is not None:
                     on_checkpoint(self.step_count, folder, self.last_responses)
+            elif resume_dir is not None and self.step_count % resume_every == 0:
+                self.save(resume_dir)
         if probing:
             self.probes["end"] = self.probe("end", on_probe)
         return self.history

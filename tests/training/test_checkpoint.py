@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from test_perpo import input_codes, make_records, perpo_cfg
 
+from omni_r1.model.loading import verify_folder
 from omni_r1.training.checkpoint import (
     TRAINER_STATE,
     CheckpointError,
@@ -171,3 +173,27 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_builder, cfg, tmp_path
         not torch.equal(a, b)
         for a, b in zip(start.parameters(), resumed.policy.parameters(), strict=True)
     )
+
+
+def test_rolling_checkpoint_bounds_lost_steps_and_resumes_exactly(tiny_builder, cfg, tmp_path):
+    cfg = perpo_cfg(cfg, max_new_tokens=24, gen_batch_size=2, train_batch_size=2, max_gen_batches=1,
+                    learning_rate=0.05, filter_metric="reward")  # fmt: skip
+    cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"perception_weight": 0.5})})
+    torch.manual_seed(7)
+    uninterrupted = build_trainer(tiny_builder, cfg)
+    uninterrupted.train(3, tmp_path / "a", save_steps=[])
+
+    torch.manual_seed(7)
+    killed = build_trainer(tiny_builder, cfg)
+    rolling = tmp_path / "b_resume"
+    killed.train(3, tmp_path / "b", save_steps=[], resume_dir=rolling, resume_every=2)
+    state = json.loads((rolling / "trainer_state.json").read_text())
+    assert state["step"] == 2 and verify_folder(rolling) > 0  # the latest multiple of resume_every
+    del killed  # as if killed during step 3: only the rolling checkpoint survives
+    torch.manual_seed(99)
+    resumed = build_trainer(tiny_builder, cfg)
+    resumed.resume(rolling)
+    assert resumed.step_count == 2
+    resumed.train(3, tmp_path / "b", save_steps=[])
+    for (name, a), (_, b) in zip(uninterrupted.policy.named_parameters(), resumed.policy.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
