@@ -59,6 +59,7 @@ class MotoProcess:
         self.backend_port = free_port()
         self.backend: subprocess.Popen | None = None
         self.proxy: subprocess.Popen | None = None
+        self.traffic_path = log_path.with_suffix(".traffic")
 
     @property
     def url(self) -> str:
@@ -84,9 +85,18 @@ class MotoProcess:
             import boto3
 
             boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.backend_port}", **boto_keys()).create_bucket(Bucket=BUCKET)
+        self.traffic_path.unlink(missing_ok=True)
         self.proxy = self._spawn(
-            [sys.executable, "-m", "benchmarks.faults.tcp_proxy", str(self.port), str(self.backend_port)], self.port
-        )
+            [sys.executable, "-m", "benchmarks.faults.tcp_proxy", str(self.port), str(self.backend_port),
+             str(self.traffic_path)], self.port,
+        )  # fmt: skip
+
+    def traffic(self) -> int:
+        """Bytes the running proxy has forwarded towards the server (256 KiB steps)."""
+        try:
+            return int(self.traffic_path.read_text(encoding="utf-8") or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def kill(self) -> None:
         if self.proxy is not None:
@@ -116,7 +126,7 @@ class OutageFigures:
     first_try_completed: int = 0  # the writer's own retries were enough
     missed: int = 0  # the kill came after the writer had finished (no outage during the transfer)
     partial_objects: int = 0
-    partial_objects_checked: bool = False  # final keys listed and compared (checkpoint upload)
+    partial_objects_checked: bool = False  # final keys listed and compared with their content
     notes: list[str] = field(default_factory=list)
 
 
@@ -137,17 +147,29 @@ def payload(folder: Path, rng: random.Random, files: int, megabytes: int) -> Pat
     return folder
 
 
-def with_outage(server: MotoProcess, write: Callable[[], Any], delay: float, pause: float) -> tuple[bool, str, bool]:
+def with_outage(
+    server: MotoProcess, write: Callable[[], Any], delay: float, pause: float, after_bytes: int | None = None
+) -> tuple[bool, str, bool]:
     """Run ``write`` here while another thread kills the server after ``delay`` s and restarts it
     ``pause`` s later (the writer stays on this thread: MLflow's active run is per thread).
+    With ``after_bytes`` the kill waits instead until the proxy has forwarded that many bytes of
+    this write (for writers with a start-up cost of their own, such as a ``dvc`` process).
 
     Returns:
         (``write`` returned, its error if not, whether the kill came before ``write`` ended).
     """
     killed_at: list[float] = []
 
+    baseline = server.traffic()
+    write_done = threading.Event()
+
     def outage() -> None:
-        time.sleep(delay)
+        if after_bytes is None:
+            time.sleep(delay)
+        else:
+            deadline = time.monotonic() + 120
+            while server.traffic() < baseline + after_bytes and time.monotonic() < deadline and not write_done.is_set():
+                time.sleep(0.01)
         server.kill()
         killed_at.append(time.monotonic())
         time.sleep(pause)
@@ -161,6 +183,7 @@ def with_outage(server: MotoProcess, write: Callable[[], Any], delay: float, pau
     except Exception as err:  # noqa: BLE001 - the figure is whether a retry completes
         error = f"{type(err).__name__}: {err}"
     ended = time.monotonic()
+    write_done.set()  # a writer that ended before the threshold: stop waiting
     thread.join()
     return not error, error, bool(killed_at) and killed_at[0] < ended
 
@@ -184,6 +207,19 @@ def partial_objects(client: Any, prefix: str, expected: dict[str, str]) -> int:
     return bad
 
 
+def misnamed_dvc_objects(client: Any, prefix: str) -> int:
+    """DVC remote objects (``files/md5/<2>/<30>``) whose bytes do not hash to their key."""
+    bad = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for item in page.get("Contents", []):
+            parts = item["Key"].split("/")
+            if len(parts) < 2 or parts[-1].endswith(".dir"):  # directory listings hash as DVC writes them
+                continue
+            body = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+            bad += hashlib.md5(body).hexdigest() != parts[-2] + parts[-1]  # noqa: S324 - DVC's content address
+    return bad
+
+
 def checkpoint_upload(cfg: Any, server: MotoProcess, root: Path, rng: random.Random, count: int) -> OutageFigures:
     import boto3
 
@@ -198,7 +234,7 @@ def checkpoint_upload(cfg: Any, server: MotoProcess, root: Path, rng: random.Ran
         destination = object_storage.parse_s3_uri(settings.s3_uri).child(f"try-{index}")
         ok, error, hit = with_outage(
             server, lambda c=client, d=destination: object_storage.upload_dir(c, source, d, settings),
-            rng.uniform(0.05, 0.5), rng.uniform(0.5, 3.0),
+            0.0, rng.uniform(0.5, 3.0), after_bytes=rng.randint(1, 16) * 2**20,  # of the 24 MiB file
         )  # fmt: skip
         figures.outages += 1
         figures.missed += not hit
@@ -230,7 +266,8 @@ def mlflow_artifacts(cfg: Any, server: MotoProcess, root: Path, rng: random.Rand
     for index in range(count):
         with mlflow.start_run(experiment_id=experiment) as run:
             ok, error, hit = with_outage(
-                server, lambda: log_checkpoint(source, "checkpoint", settings), rng.uniform(0.05, 0.5), rng.uniform(0.5, 3.0)
+                server, lambda: log_checkpoint(source, "checkpoint", settings), 0.0, rng.uniform(0.5, 3.0),
+                after_bytes=rng.randint(1, 16) * 2**20,  # of the 24 MiB file: the kill lands mid-transfer
             )  # fmt: skip
             figures.outages += 1
             figures.missed += not hit
@@ -251,7 +288,10 @@ def dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def dvc_push(server: MotoProcess, root: Path, rng: random.Random, count: int) -> OutageFigures:
-    figures = OutageFigures("dvc push / dvc pull")
+    import boto3
+
+    figures = OutageFigures("dvc push / dvc pull", partial_objects_checked=True)
+    client = boto3.client("s3", endpoint_url=server.url, **boto_keys())
     project = root / "dvc-project"
     project.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
@@ -264,7 +304,8 @@ def dvc_push(server: MotoProcess, root: Path, rng: random.Random, count: int) ->
         dvc(["add", "-q", data.name], project).check_returncode()
         result: dict[str, Any] = {}
         _, _, hit = with_outage(
-            server, lambda r=result: r.update(push=dvc(["push", "-q", "-j", "2"], project)), rng.uniform(1.0, 4.0), rng.uniform(0.5, 3.0)
+            server, lambda r=result: r.update(push=dvc(["push", "-q", "-j", "2"], project)), 0.0, rng.uniform(0.5, 3.0),
+            after_bytes=rng.randint(1, 12) * 2**20,  # of the 16 MiB file: the kill lands mid-push
         )  # fmt: skip
         figures.outages += 1
         figures.missed += not hit
@@ -275,6 +316,7 @@ def dvc_push(server: MotoProcess, root: Path, rng: random.Random, count: int) ->
             if again.returncode != 0:
                 figures.notes.append(f"try {index}: dvc push after the outage failed: {again.stderr[-300:]}")
                 continue
+        figures.partial_objects += misnamed_dvc_objects(client, "dvc/")
         shutil.rmtree(data)
         shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
         pulled = dvc(["pull", "-q", f"{data.name}.dvc"], project)

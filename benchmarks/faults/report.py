@@ -175,7 +175,7 @@ def markdown(results: Results) -> str:
                      f"{fz.exceptions} exceptions in scoring, {fz.parse_exceptions} in parsing, {fz.out_of_range} scores out of [0, 1].")  # fmt: skip
         lines += [f"  - {example}" for example in fz.examples]
     if results.outages:
-        lines += ["", "## Storage outages (moto's S3 server SIGKILLed during the transfer, restarted)", ""]
+        lines += ["", "## Storage outages (the S3 endpoint, a proxy in front of moto's server, SIGKILLed mid-transfer and restarted)", ""]
         for o in results.outages:
             lines.append(f"- {o.writer}: {o.survived}/{o.outages} survived (read back byte-identical); "
                          f"{o.first_try_completed} completed by their own retries; "

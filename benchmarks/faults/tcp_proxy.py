@@ -1,5 +1,7 @@
-"""``python -m benchmarks.faults.tcp_proxy LISTEN_PORT TARGET_PORT``: forward 127.0.0.1:LISTEN_PORT
-to 127.0.0.1:TARGET_PORT, one thread pair per connection.
+"""``python -m benchmarks.faults.tcp_proxy LISTEN_PORT TARGET_PORT [TRAFFIC_FILE]``: forward
+127.0.0.1:LISTEN_PORT to 127.0.0.1:TARGET_PORT, one thread pair per connection. With
+TRAFFIC_FILE, the bytes forwarded towards the server so far are written there (every 256 KiB),
+so the campaign can kill the proxy while an upload is under way rather than after a guess.
 
 The outage campaign SIGKILLs this process: every open connection drops at once and new ones are
 refused until it is started again, while the S3 server behind it keeps its objects (moto holds
@@ -13,10 +15,29 @@ import sys
 import threading
 
 
-def pipe(source: socket.socket, sink: socket.socket) -> None:
+class Traffic:
+    """Bytes sent towards the server, mirrored to a file."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path, self.total, self.written, self.lock = path, 0, 0, threading.Lock()
+
+    def add(self, count: int) -> None:
+        if self.path is None:
+            return
+        with self.lock:
+            self.total += count
+            if self.total - self.written >= 1 << 18:
+                with open(self.path, "w", encoding="utf-8") as out:
+                    out.write(str(self.total))
+                self.written = self.total
+
+
+def pipe(source: socket.socket, sink: socket.socket, traffic: Traffic | None = None) -> None:
     try:
         while data := source.recv(1 << 16):
             sink.sendall(data)
+            if traffic is not None:
+                traffic.add(len(data))
     except OSError:
         pass
     finally:
@@ -27,7 +48,7 @@ def pipe(source: socket.socket, sink: socket.socket) -> None:
                 pass
 
 
-def serve(listen_port: int, target_port: int) -> None:
+def serve(listen_port: int, target_port: int, traffic: Traffic) -> None:
     server = socket.create_server(("127.0.0.1", listen_port), reuse_port=False)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     while True:
@@ -37,9 +58,9 @@ def serve(listen_port: int, target_port: int) -> None:
         except OSError:
             client.close()
             continue
-        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pipe, args=(client, upstream, traffic), daemon=True).start()
         threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]))
+    serve(int(sys.argv[1]), int(sys.argv[2]), Traffic(sys.argv[3] if len(sys.argv) > 3 else None))
