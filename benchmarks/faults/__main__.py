@@ -32,6 +32,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=20, help="kills per training stage")
     parser.add_argument("--stages", nargs="+", default=["tokenizer", "pesft", "perpo"])
     parser.add_argument("--fuzz", type=int, default=100_000, help="fuzzed model outputs")
+    parser.add_argument("--config-cases", type=int, default=1000, help="malformed params.yaml / overlay files")
     parser.add_argument("--corrupt", type=int, default=5, help="injections per target and kind")
     parser.add_argument("--outages", type=int, default=3, help="outages per writer")
     parser.add_argument("--trials", type=int, default=2, help="concurrent flow-run trials")

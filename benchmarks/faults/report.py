@@ -24,6 +24,7 @@ class Results:
     kills: list[Any] = field(default_factory=list)
     corrupt: Any = None
     fuzz: Any = None
+    config_fuzz: Any = None
     outages: list[Any] = field(default_factory=list)
     concurrency: Any = None
     exposure: dict[str, list[str]] = field(default_factory=dict)
@@ -57,6 +58,9 @@ class Results:
         if self.fuzz is not None:
             out.update(fuzz_cases=self.fuzz.cases, fuzz_exceptions=self.fuzz.exceptions + self.fuzz.parse_exceptions,
                        fuzz_scores_out_of_range=self.fuzz.out_of_range)  # fmt: skip
+        if self.config_fuzz is not None:
+            out.update(config_cases=self.config_fuzz.cases, config_errors_naming_key=self.config_fuzz.named,
+                       config_loaded_malformed=self.config_fuzz.loaded, config_other_errors=self.config_fuzz.other_errors)  # fmt: skip
         for name, found in self.exposure.items():
             out[name] = len(found)
         out["campaign_errors"] = len(self.errors)
@@ -67,6 +71,8 @@ class Results:
         bad = [
             f.get("campaign_errors"), f.get("corrupt_detected_unnamed", 0), f.get("corrupt_silently_used", 0),
             f.get("fuzz_exceptions", 0), f.get("fuzz_scores_out_of_range", 0),
+            f.get("config_loaded_malformed", 0), f.get("config_other_errors", 0),
+            f.get("config_cases", 0) - f.get("config_errors_naming_key", 0),
             *(f[k] for k in f if k.endswith("_partial_objects") or k.endswith("_corrupt_or_half_written")),
             *(len(v) for v in self.exposure.values()),
         ]  # fmt: skip
@@ -96,7 +102,7 @@ def perpo_workspace(root: Path, log: Log) -> Path:
 
 
 def run_sections(args: argparse.Namespace, root: Path, results: Results, log: Log) -> None:
-    from benchmarks.faults import concurrency, corrupt, fuzz, kills, outages
+    from benchmarks.faults import concurrency, config_fuzz, corrupt, fuzz, kills, outages
 
     def section(name: str, body: Callable[[], None]) -> None:
         if name not in args.sections:
@@ -121,6 +127,7 @@ def run_sections(args: argparse.Namespace, root: Path, results: Results, log: Lo
         folder = perpo_workspace(root, log)
         cfg = workspace_config(folder)
         results.fuzz = fuzz.run(cfg, folder / cfg.model.local_dir, args.fuzz, args.seed, log)
+        results.config_fuzz = config_fuzz.run(REPO_ROOT / "params.yaml", args.config_cases, args.seed)
 
     def run_outages() -> None:
         cfg = new_workspace(root / "outages-config")  # only its storage section is used
@@ -174,6 +181,12 @@ def markdown(results: Results) -> str:
         lines.append(f"- {fz.cases} cases in {fz.seconds:.0f} s ({', '.join(f'{k} {v}' for k, v in fz.by_kind.items())}): "
                      f"{fz.exceptions} exceptions in scoring, {fz.parse_exceptions} in parsing, {fz.out_of_range} scores out of [0, 1].")  # fmt: skip
         lines += [f"  - {example}" for example in fz.examples]
+    if results.config_fuzz is not None:
+        cf = results.config_fuzz
+        lines += ["", "## Malformed params.yaml and overlays (wrong type, missing key, unknown key, broken YAML)", ""]
+        lines.append(f"- {cf.cases} cases: {cf.named} refused with an error naming the key (broken YAML: the file), "
+                     f"{cf.loaded} loaded, {cf.other_errors} other exceptions.")  # fmt: skip
+        lines += [f"  - {example}" for example in cf.examples]
     if results.outages:
         lines += ["", "## Storage outages (the S3 endpoint, a proxy in front of moto's server, SIGKILLed mid-transfer and restarted)", ""]
         for o in results.outages:

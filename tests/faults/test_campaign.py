@@ -109,3 +109,18 @@ def test_report_lists_each_figure_on_its_own_line():
     assert figures["fuzz_cases"] == 10 and figures["fuzz_exceptions"] == 1
     assert "| fuzz_cases | 10 |" in text and not results.all_survived()
     assert json.loads(json.dumps(figures)) == figures
+
+
+def test_config_fuzz_names_every_key_and_mutates_the_key_it_names(tmp_path):
+    from benchmarks.faults import config_fuzz
+
+    figures = config_fuzz.run(REPO_ROOT / "params.yaml", 60, seed=3)
+    assert figures.cases == 60 and figures.named == 60 and figures.loaded == figures.other_errors == 0
+    # the mutation written is the one the error must name
+    permissive = tmp_path / "params.yaml"
+    permissive.write_text((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    data, overlay, must_name = config_fuzz.case(
+        __import__("yaml").safe_load(permissive.read_text()), "data.omnibench.natural.vstar", "unknown_key", "params"
+    )
+    assert must_name == "data.omnibench.natural.no_such_key" and overlay is None
+    assert data["data"]["omnibench"]["natural"]["no_such_key"] == 1
