@@ -30,7 +30,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--kills", type=int, default=20, help="kills per training stage")
-    parser.add_argument("--stages", nargs="+", default=["tokenizer", "pesft", "perpo"])
+    parser.add_argument("--stages", nargs="+", default=["tokenizer", "base", "pesft", "perpo"])
     parser.add_argument("--fuzz", type=int, default=100_000, help="fuzzed model outputs")
     parser.add_argument("--config-cases", type=int, default=1000, help="malformed params.yaml / overlay files")
     parser.add_argument("--corrupt", type=int, default=5, help="injections per target and kind")

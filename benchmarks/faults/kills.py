@@ -1,6 +1,6 @@
 """Kill campaign: SIGKILL a training stage at seeded random moments, resume it, and compare.
 
-For each stage (tokenizer, PeSFT, PeRPO) one uninterrupted run gives the reference outputs and
+For each stage (tokenizer, base, PeSFT, PeRPO) one uninterrupted run gives the reference outputs and
 its duration T. Then chains run in the same workspace: up to ``KILLS_PER_CHAIN`` tries, each
 SIGKILLed after a delay drawn uniformly from [0, T] (seeded; T shrinks to the quickest
 uninterrupted run seen), each resuming what the one before left; then a last try runs to its
@@ -8,7 +8,7 @@ end. After every kill the workspace is checked: every folder holding ``checksums
 verify, and no stage output may exist without one (half-written). When a chain ends, its
 weight files are compared byte for byte with the reference and the outputs are removed for the
 next chain. A kill counts as survived when its chain ended with identical weights and no
-integrity fault was seen after it. (The tokenizer stage has no mid-run checkpoint: a killed
+integrity fault was seen after it. (The tokenizer and base stages have no mid-run checkpoint: a killed
 try starts over, so only atomicity and the final bytes are tested there.)
 
 PeRPO's lost work is read from its log: the last logged step before the kill minus the step of
@@ -50,6 +50,12 @@ def _tokenizer(cfg: Config) -> Any:
     return tokenizer.run(cfg)
 
 
+def _base(cfg: Config) -> Any:
+    from omni_r1.stages import base
+
+    return base.run(cfg)
+
+
 def _pesft(cfg: Config) -> Any:
     from omni_r1.stages import pesft
 
@@ -69,6 +75,7 @@ def _perpo_outputs(cfg: Config) -> list[Path]:
 
 STAGES = {
     "tokenizer": StageUnderTest("tokenizer", _tokenizer, lambda cfg: [Path(cfg.model.local_dir)]),
+    "base": StageUnderTest("base", _base, lambda cfg: [Path(cfg.base.out_dir)]),
     "pesft": StageUnderTest("pesft", _pesft, lambda cfg: [Path(cfg.paths.checkpoints_dir) / "omni_r1" / "pesft"]),
     "perpo": StageUnderTest("perpo", _perpo, _perpo_outputs),
 }

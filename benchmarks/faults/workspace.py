@@ -40,14 +40,15 @@ def new_workspace(folder: Path) -> Config:
 
 
 def build_inputs(folder: Path, upto: str) -> Config:
-    """Run prepare → tokenizer → encode (→ pesft omni_r1 when ``upto`` is ``perpo``) in ``folder``."""
-    from omni_r1.stages import encode, pesft, prepare, tokenizer
+    """Run prepare → tokenizer (→ base → encode → pesft omni_r1, as far as ``upto`` needs) in ``folder``."""
+    from omni_r1.stages import base, encode, pesft, prepare, tokenizer
 
     cfg = new_workspace(folder)
     steps = {
         "tokenizer": [prepare.run],
-        "pesft": [prepare.run, tokenizer.run, encode.run],
-        "perpo": [prepare.run, tokenizer.run, encode.run, lambda c: pesft.run(c, "omni_r1")],
+        "base": [prepare.run, tokenizer.run],
+        "pesft": [prepare.run, tokenizer.run, base.run, encode.run],
+        "perpo": [prepare.run, tokenizer.run, base.run, encode.run, lambda c: pesft.run(c, "omni_r1")],
     }[upto]
     with inside(folder):
         for step in steps:
