@@ -420,8 +420,6 @@ class StudyConfig(Section):
 
     regimes: list[Literal["generated", "text_only", "rendered"]] = Field(min_length=1)
     dataset: str
-    pesft_max_steps: PositiveInt
-    perpo_max_steps: PositiveInt
     text_only_dataset: str
     out_dir: str
     report_path: str

@@ -15,7 +15,7 @@ the same budgets in three regimes (``study.regimes``):
   (:func:`omni_r1.model.packing.images_as_context`). Nothing is generated to score, so the
   perception loss and reward are off here as well.
 
-Equal compute: every regime runs ``study.pesft_max_steps`` PeSFT and ``study.perpo_max_steps``
+Equal compute: every regime runs ``pesft.max_steps`` PeSFT and ``perpo.max_steps``
 PeRPO optimiser steps with the same batch sizes, the same PeRPO prompts in the same seeded
 order, ``perpo.rollout_n`` rollouts each and the same token budgets (:func:`budget`); what
 differs, and is reported, is what those steps cost in tokens and wall time.
@@ -58,15 +58,13 @@ def regime_config(cfg: Config, regime: str) -> Config:
     dataset = cfg.study.text_only_dataset if regime == "text_only" else cfg.study.dataset
     perception_weight = 0.0 if regime in NO_PERCEPTION else cfg.perception.weight
     reward_weight = 0.0 if regime in NO_PERCEPTION else cfg.reward.perception_weight
-    steps = cfg.study.perpo_max_steps
+    steps = cfg.perpo.max_steps
     return cfg.model_copy(
         update={
             "paths": cfg.paths.model_copy(
                 update={"checkpoints_dir": str(root / "checkpoints"), "metrics_dir": str(root / "metrics")}
             ),
-            "pesft": cfg.pesft.model_copy(
-                update={"max_steps": cfg.study.pesft_max_steps, "datasets": {STUDY_TRACK: dataset}}
-            ),
+            "pesft": cfg.pesft.model_copy(update={"datasets": {STUDY_TRACK: dataset}}),
             "perpo": cfg.perpo.model_copy(update={"max_steps": steps, "save_steps": [steps]}),
             "perception": cfg.perception.model_copy(update={"weight": perception_weight}),
             "reward": cfg.reward.model_copy(update={"perception_weight": reward_weight}),

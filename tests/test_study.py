@@ -60,7 +60,7 @@ def test_regimes_share_prompts_budgets_and_order_under_one_seed(cfg):
     configs = {regime: regime_config(cfg, regime) for regime in REGIMES}
     budgets = [budget(c) for c in configs.values()]
     assert all(b == budgets[0] for b in budgets)
-    assert budgets[0]["perpo.max_steps"] == cfg.study.perpo_max_steps
+    assert budgets[0]["perpo.max_steps"] == cfg.perpo.max_steps
     orders = [PromptCursor(16, c.run.seed).take(40) for c in configs.values()]
     assert orders[0] == orders[1] == orders[2]
     assert configs["text_only"].perception.weight == 0 and configs["rendered"].reward.perception_weight == 0

@@ -1,7 +1,7 @@
 """Stage ``study``: generated vs text-only vs executor-rendered images at equal compute.
 
 For each regime of ``study.regimes`` (:mod:`omni_r1.study`): PeSFT from the base for
-``study.pesft_max_steps`` steps, PeRPO from that checkpoint for ``study.perpo_max_steps``
+``pesft.max_steps`` steps, PeRPO from that checkpoint for ``perpo.max_steps``
 steps, then Omni-Bench evaluation of the final PeRPO checkpoint, each through the pipeline's
 own stage functions (their MLflow runs nest under the pipeline run like any stage). Then
 ``study.report_path``: accuracy per regime and Uni-Task with bootstrap intervals
@@ -130,7 +130,7 @@ def run(cfg: Config) -> dict[str, Any]:
     gallery = report.with_name(f"{report.stem}_gallery.html")
     dataset = Path(cfg.data.prepared_dir) / cfg.eval.dataset
     input_pngs = {record.id: record.input_images for record in read_records(dataset)}
-    steps = cfg.study.perpo_max_steps
+    steps = cfg.perpo.max_steps
     page = render_columns(
         [rows[regime] for regime in regimes], input_pngs,
         [regime_decoder(runs[regime]["checkpoint"], STUDY_TRACK, steps) for regime in regimes],
