@@ -220,6 +220,16 @@ def misnamed_dvc_objects(client: Any, prefix: str) -> int:
     return bad
 
 
+def count_outage(figures: OutageFigures, index: int, ok: bool, error: str, hit: bool, retry: Callable[[], Any]) -> None:
+    """Tally one outage; a writer whose first call failed is called once more (that call must succeed)."""
+    figures.outages += 1
+    figures.missed += not hit
+    figures.first_try_completed += ok
+    if not ok:
+        figures.notes.append(f"try {index}: first call failed ({error[:160]}); called again")
+        retry()
+
+
 def checkpoint_upload(cfg: Any, server: MotoProcess, root: Path, rng: random.Random, count: int) -> OutageFigures:
     import boto3
 
@@ -236,12 +246,8 @@ def checkpoint_upload(cfg: Any, server: MotoProcess, root: Path, rng: random.Ran
             server, lambda c=client, d=destination: object_storage.upload_dir(c, source, d, settings),
             0.0, rng.uniform(0.5, 3.0), after_bytes=rng.randint(1, 16) * 2**20,  # of the 24 MiB file
         )  # fmt: skip
-        figures.outages += 1
-        figures.missed += not hit
-        figures.first_try_completed += ok
-        if not ok:
-            figures.notes.append(f"try {index}: first call failed ({error[:160]}); called again")
-            object_storage.upload_dir(object_storage.make_client(settings), source, destination, settings)
+        count_outage(figures, index, ok, error, hit,
+                     retry=lambda d=destination: object_storage.upload_dir(object_storage.make_client(settings), source, d, settings))  # fmt: skip
         s3 = boto3.client("s3", endpoint_url=server.url, **boto_keys())
         figures.partial_objects += partial_objects(s3, destination.key, expected)
         back = root / f"upload-back-{index}"
@@ -269,12 +275,7 @@ def mlflow_artifacts(cfg: Any, server: MotoProcess, root: Path, rng: random.Rand
                 server, lambda: log_checkpoint(source, "checkpoint", settings), 0.0, rng.uniform(0.5, 3.0),
                 after_bytes=rng.randint(1, 16) * 2**20,  # of the 24 MiB file: the kill lands mid-transfer
             )  # fmt: skip
-            figures.outages += 1
-            figures.missed += not hit
-            figures.first_try_completed += ok
-            if not ok:
-                figures.notes.append(f"try {index}: first call failed ({error[:160]}); called again")
-                log_checkpoint(source, "checkpoint", settings)
+            count_outage(figures, index, ok, error, hit, retry=lambda: log_checkpoint(source, "checkpoint", settings))
         back = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoint", dst_path=str(root / f"artifact-back-{index}")))
         figures.survived += tree_digests(back) == expected
         shutil.rmtree(root / f"artifact-back-{index}")

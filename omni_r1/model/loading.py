@@ -195,11 +195,7 @@ def _fsync_tree(root: Path) -> None:
             with path.open("rb") as stream:
                 os.fsync(stream.fileno())
     for folder in [*sorted(p for p in root.rglob("*") if p.is_dir()), root]:
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        _fsync_dir(folder)
 
 
 def _fsync_dir(path: Path) -> None:
