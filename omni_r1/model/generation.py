@@ -38,12 +38,14 @@ image was, plus the images' codes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import StaticCache, StaticLayer
 from transformers.generation.streamers import BaseStreamer
 
 from omni_r1.model.layout import TokenLayout
@@ -240,7 +242,8 @@ def cache_kwargs(kv_cache: str) -> dict[str, Any]:
     """HF ``generate`` cache arguments.
 
     ``static`` preallocates the KV cache for prompt + budget, so a decoding step writes into it
-    instead of concatenating every layer's keys and values (the same tokens; no
+    instead of concatenating every layer's keys and values, and attention reads only the
+    positions written so far (:class:`PrefixStaticLayer`; the same tokens; no
     ``torch.compile``, which HF would otherwise switch on for a static cache on GPU);
     ``dynamic`` is HF's growing cache.
     """
@@ -249,6 +252,47 @@ def cache_kwargs(kv_cache: str) -> dict[str, Any]:
     if kv_cache == "dynamic":
         return {}
     raise ValueError(f"unknown kv_cache {kv_cache!r} (known: static, dynamic)")
+
+
+class PrefixStaticLayer(StaticLayer):
+    """HF's static cache layer, handing attention only the filled prefix of its buffers.
+
+    HF's ``StaticLayer`` returns the whole ``[B, H, prompt + budget, d]`` buffers at every
+    step and masks the unwritten tail, so each decoding step reads keys and values for the
+    full budget; this layer returns views of the first ``written`` positions (no copy) and
+    sizes the attention mask to match. Masked positions contribute exactly zero, so the
+    outputs are the same; on CPU, where a decoding step is bound by reading the cache,
+    evaluation of the default bench takes about two thirds of the time.
+    """
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)  # [B, H, L_max, d] each
+        written = int(self.cumulative_length)
+        return keys[:, :, :written], values[:, :, :written]  # [B, H, written, d]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        past = int(self.cumulative_length) if self.is_initialized else 0
+        return past + query_length, 0
+
+
+def with_cache(model: Any, input_ids: torch.Tensor, generation_config: GenerationConfig | None,
+               generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``generate_kwargs`` with ``cache_implementation="static"`` turned into a prefix-reading
+    static cache for prompt + ``max_new_tokens`` (:class:`PrefixStaticLayer`); others unchanged."""
+    if _setting(generation_config, generate_kwargs, "cache_implementation") != "static":
+        return generate_kwargs
+    budget = _setting(generation_config, generate_kwargs, "max_new_tokens")
+    if budget is None:
+        raise ValueError("a static KV cache needs max_new_tokens")
+    length = int(input_ids.shape[1]) + int(budget)
+    cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=length)
+    cache.layers = [PrefixStaticLayer(length) for _ in cache.layers]
+    kwargs = {key: value for key, value in generate_kwargs.items() if key != "cache_implementation"}
+    if generation_config is not None and generation_config.cache_implementation is not None:
+        generation_config = copy.copy(generation_config)
+        generation_config.cache_implementation = None
+        kwargs["generation_config"] = generation_config
+    return {**kwargs, "past_key_values": cache}
 
 
 def generate_interleaved(
@@ -296,12 +340,12 @@ def generate_interleaved(
     )
     generate_kwargs.setdefault("eos_token_id", layout.eos_id)
     generate_kwargs.setdefault("pad_token_id", layout.pad_id)
+    generate_kwargs = {"generation_config": generation_config, **generate_kwargs}
     return model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        generation_config=generation_config,
         logits_processor=LogitsProcessorList([processor]),
-        **generate_kwargs,
+        **with_cache(model, input_ids, generation_config, generate_kwargs),
     )
 
 
@@ -354,7 +398,7 @@ def generate_text_only(
         input_ids=input_ids,
         attention_mask=attention_mask,
         logits_processor=LogitsProcessorList([ImageTokenMask(layout)]),
-        **generate_kwargs,
+        **with_cache(model, input_ids, generate_kwargs.get("generation_config"), generate_kwargs),
     )
 
 

@@ -240,12 +240,14 @@ def decoded_psnr(
     """PSNR of the decoded codes: [S, H*W] x 2 → [S] dB.
 
     Pairs with identical codes decode to identical pixels, so they score the cap without
-    being decoded; the others are decoded in one pass (generated and reference together).
+    being decoded; the others are decoded in one pass (generated and reference together),
+    each distinct code grid once (a model often draws the same grid for several answers).
     """
     out = torch.full((generated.shape[0],), cap_db, dtype=torch.float64)  # [S]
     differ = (generated != reference).any(dim=-1).nonzero().squeeze(-1)  # [S']
     if differ.numel():
-        pixels = decode(torch.cat([generated[differ], reference[differ]]))  # [2S', 3, P, P]
+        grids, inverse = torch.unique(torch.cat([generated[differ], reference[differ]]), dim=0, return_inverse=True)
+        pixels = decode(grids)[inverse]  # [2S', 3, P, P]
         out[differ] = psnr(pixels[: differ.numel()], pixels[differ.numel() :], cap_db)
     return out
 

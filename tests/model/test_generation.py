@@ -13,12 +13,14 @@ from omni_r1.model.generation import (
     DecodeStepCounter,
     InterleavedLogitsProcessor,
     advance_state,
+    cache_kwargs,
     decode_interleaved,
     generate_interleaved,
     generation_kwargs,
     interleave_state,
     scan_segments,
     split_segments,
+    with_cache,
 )
 from omni_r1.model.logits import with_image_logits
 from omni_r1.model.packing import IGNORE_INDEX, left_pad_prompts, pack_prompt, pack_trajectory
@@ -160,6 +162,30 @@ def test_kv_cache_does_not_change_greedy_output(tiny_chameleon):
     uncached = generate_interleaved(model, layout, input_ids, attention_mask, use_cache=False, **kwargs)
     assert torch.equal(cached, uncached)
     assert (cached == layout.boi_id).any()
+
+
+def test_static_cache_samples_what_the_dynamic_cache_samples_and_attends_to_the_written_prefix(tiny_chameleon):
+    model, layout = tiny_chameleon.model, tiny_chameleon.layout
+    input_ids, attention_mask = _prompts(layout, batch=3, seed=13)
+    kwargs = dict(max_new_tokens=40, do_sample=True, temperature=1.0, num_return_sequences=2,
+                  sequence_bias={(layout.boi_id,): 2.0})
+    runs = {}
+    for kv_cache in ("static", "dynamic"):
+        torch.manual_seed(7)
+        runs[kv_cache] = generate_interleaved(model, layout, input_ids, attention_mask, **kwargs, **cache_kwargs(kv_cache))
+    assert torch.equal(runs["static"], runs["dynamic"])
+
+    prepared = with_cache(model, input_ids, None, {"max_new_tokens": 40, **cache_kwargs("static")})
+    cache = prepared["past_key_values"]
+    assert "cache_implementation" not in prepared and cache.get_max_cache_shape() == input_ids.shape[1] + 40
+    layer = cache.layers[0]
+    keys = torch.randn(6, 4, input_ids.shape[1], 8)
+    seen_keys, _ = layer.update(keys, keys.clone())
+    assert seen_keys.shape[2] == input_ids.shape[1] and torch.equal(seen_keys, keys)
+    assert layer.get_mask_sizes(1) == (input_ids.shape[1] + 1, 0)
+    step = torch.randn(6, 4, 1, 8)
+    seen_keys, _ = layer.update(step, step.clone())
+    assert seen_keys.shape[2] == input_ids.shape[1] + 1 and torch.equal(seen_keys[:, :, -1:], step)
 
 
 def test_num_return_sequences_and_config_kwargs(tiny_chameleon, cfg):

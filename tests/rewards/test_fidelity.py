@@ -189,3 +189,21 @@ def test_equal_codes_are_not_decoded() -> None:
     assert decoded_rows == [2]  # only the differing pair, generated and reference in one pass
     # row 1: pixels -1 vs 0 → 0 vs 0.5 on [0, 1] → MSE 0.25 → 6.0206 dB
     torch.testing.assert_close(values, torch.tensor([CAP, 10 * math.log10(4.0)], dtype=torch.float64))
+
+
+def test_each_distinct_code_grid_is_decoded_once() -> None:
+    from omni_r1.rewards.fidelity import decoded_psnr
+
+    decoded: list[torch.Tensor] = []
+
+    def decode(codes: torch.Tensor) -> torch.Tensor:  # code c → a flat image of value c/10 - 1 in [-1, 1]
+        decoded.append(codes.clone())
+        return (codes.double().mean(-1) / 10.0 - 1.0).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+
+    generated = torch.tensor([[0, 0], [0, 0], [5, 5]])  # two answers drew the same grid
+    reference = torch.tensor([[10, 10], [20, 20], [10, 10]])
+    values = decoded_psnr(generated, reference, decode, CAP)
+    assert len(decoded) == 1 and decoded[0].shape[0] == 4  # grids 0, 5, 10, 20: each once
+    # pixels on [0, 1]: 0 vs 0.5, 0 vs 1 (MSE 1 → 0 dB), 0.25 vs 0.5 (MSE 1/16 → 12.04 dB)
+    expected = [10 * math.log10(4.0), 0.0, 10 * math.log10(16.0)]
+    torch.testing.assert_close(values, torch.tensor(expected, dtype=torch.float64))
