@@ -343,6 +343,7 @@ class EvalConfig(Section):
     batch_size: PositiveInt
     kv_cache: Literal["static", "dynamic"]
     max_per_slice: Annotated[int, Field(ge=0)]
+    ablation_steps: list[PositiveInt]
     predictions_dir: str
     gallery_dir: str
     gallery_examples: Annotated[int, Field(ge=0)]
@@ -519,6 +520,16 @@ class Config(Section):
     def _engine_settings_agree(self) -> Config:
         if self.perpo.engine == "verl":
             check_verl_settings(self)
+        return self
+
+    @model_validator(mode="after")
+    def _ablation_steps_are_saved(self) -> Config:
+        unsaved = sorted(set(self.eval.ablation_steps) - set(self.perpo.save_steps))
+        if unsaved:
+            raise ValueError(
+                f"eval.ablation_steps {unsaved}: no such PeRPO checkpoint; each must be one of "
+                f"perpo.save_steps {self.perpo.save_steps}"
+            )
         return self
 
 

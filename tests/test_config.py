@@ -231,3 +231,9 @@ def test_every_documented_overlay_stack_validates(repo_root: Path, overlays: tup
     loaded = dict(flatten(cfg.model_dump(mode="json")))
     wrong = {key: (value, loaded.get(key)) for key, value in expected.items() if loaded.get(key) != value}
     assert not wrong, wrong
+
+
+def test_an_ablation_step_without_a_checkpoint_is_named(repo_root: Path, tmp_path: Path) -> None:
+    overlay = _write(tmp_path / "o.yaml", {"eval": {"ablation_steps": [15, 60]}})
+    with pytest.raises(ConfigError, match=r"eval.ablation_steps \[15\]: no such PeRPO checkpoint.*perpo.save_steps"):
+        load_config(repo_root / "params.yaml", (overlay,))

@@ -86,13 +86,15 @@ def test_tracks_and_save_steps_come_from_params(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["pesft"]["datasets"] = {"omni_r1": "sft_train", "extra_track": "sft_train"}
     params["perpo"]["save_steps"] = [5, 7]
+    params["eval"]["ablation_steps"] = [7]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
     listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=tmp_path, check=True,
                             capture_output=True, text=True).stdout.split()  # fmt: skip
-    expected = {"pesft@extra_track", "perpo@extra_track", "evaluate@extra_track-7", "evaluate_no_perception@5"}
+    expected = {"pesft@extra_track", "perpo@extra_track", "evaluate@extra_track-7", "evaluate_no_perception@7"}
     assert expected <= set(listed)
+    assert "evaluate_no_perception@5" not in listed  # the ablation is evaluated at eval.ablation_steps only
     assert not [name for name in listed if "omni_r1_zero" in name.split("@")[-1] or name.endswith("-10")]
 
 

@@ -234,6 +234,7 @@ def report_markdown(
     comparisons: str = "",
     side_by_side: Sequence[str] = (),
     protocols: Mapping[str, Mapping[str, Any]] | None = None,
+    ablation_steps: Sequence[int] = (),
 ) -> str:
     """The whole report page: Table 2, Table 4, paired comparisons, the protocol of every number,
     plots and projection references.
@@ -242,6 +243,7 @@ def report_markdown(
         comparisons: the paired-comparison section (:func:`omni_r1.eval.comparisons.comparisons_markdown`).
         side_by_side: relative paths of the PeSFT-vs-PeRPO answer pages.
         protocols: ``<track>_<step>`` → its evaluation protocol (:func:`read_protocols`).
+        ablation_steps: the saved steps of the no-perception run that are evaluated (``eval.ablation_steps``).
     """
     base = base_ref(results)
     base_note = (
@@ -264,7 +266,9 @@ def report_markdown(
         "",
         "## Table 4: ablations (Omni-R1-Zero)",
         "",
-        "Gain = relative change of Avg over w/o PeRPO.",
+        "Gain = relative change of Avg over w/o PeRPO."
+        + (f" w/o PeReward is evaluated at step {', '.join(map(str, ablation_steps))} (`eval.ablation_steps`)."
+           if ablation_steps else ""),
         "",
         markdown_table(table4_rows(results), "Gain vs w/o PeRPO"),
         "",

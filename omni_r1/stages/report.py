@@ -153,7 +153,7 @@ def run(cfg: Config) -> dict[str, Any]:
             report_markdown(
                 results, str(relative_png), [os.path.relpath(p, page.parent) for p in plots],
                 comparisons_markdown(compared, cfg.intervals), [os.path.relpath(p, page.parent) for p in pages],
-                read_protocols(cfg.paths.metrics_dir),
+                read_protocols(cfg.paths.metrics_dir), cfg.eval.ablation_steps,
             ),
             encoding="utf-8",
         )  # fmt: skip
