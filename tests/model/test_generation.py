@@ -355,3 +355,36 @@ def test_text_only_equals_the_stock_model_and_never_emits_an_image_token(tiny_ch
         if int(ids[0, -1]) == layout.eos_id:
             break
     assert torch.equal(unbiased[0, : ids.shape[1]], ids[0])
+
+
+def test_inverse_cdf_sampler_draws_from_the_processed_distribution() -> None:
+    from omni_r1.model.generation import InverseCdfSampler
+
+    logits = torch.tensor([[2.0, 1.0, float("-inf"), 0.0, -1.0]]).expand(40_000, -1)  # [B, V]
+    torch.manual_seed(0)
+    chosen = InverseCdfSampler()(torch.zeros(40_000, 1, dtype=torch.long), logits.clone())  # [B, V]
+    assert torch.isfinite(chosen).sum(dim=-1).eq(1).all()  # one finite score per row: greedy picks it
+    tokens = chosen.argmax(dim=-1)
+    frequencies = torch.bincount(tokens, minlength=5).double() / tokens.numel()
+    expected = logits[0].double().softmax(dim=-1)
+    assert frequencies[2] == 0  # a masked token is never drawn
+    torch.testing.assert_close(frequencies, expected, atol=0.01, rtol=0)
+
+
+def test_sampling_keeps_hf_warpers_and_row_order(tiny_chameleon):
+    model, layout = tiny_chameleon.model, tiny_chameleon.layout
+    input_ids, attention_mask = _prompts(layout, batch=2, seed=17)
+    common = dict(max_new_tokens=30, sequence_bias={(layout.boi_id,): 2.0})
+    greedy = generate_interleaved(model, layout, input_ids, attention_mask, do_sample=False, **common)
+    # a nucleus this small keeps only the most likely token: sampling must give the greedy answer
+    nucleus = generate_interleaved(
+        model, layout, input_ids, attention_mask, do_sample=True, top_p=1e-6, top_k=0, num_return_sequences=3, **common
+    )
+    assert torch.equal(nucleus, greedy.repeat_interleave(3, dim=0))
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        runs.append(generate_interleaved(model, layout, input_ids, attention_mask, do_sample=True, temperature=1.5,
+                                         top_k=0, num_return_sequences=2, **common))
+    assert torch.equal(runs[0], runs[1])  # seeded
+    assert not torch.equal(runs[0][0::2], greedy)  # and really sampled

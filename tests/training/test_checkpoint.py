@@ -134,7 +134,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_builder, cfg, tmp_path
     # real reward (perception term only varies on this random model, so the filter looks at the
     # total reward); high lr so steps move weights
     cfg = perpo_cfg(
-        cfg, max_new_tokens=40, gen_batch_size=2, train_batch_size=2, max_gen_batches=1, learning_rate=0.05,
+        cfg, max_new_tokens=40, gen_batch_size=2, train_batch_size=2, max_gen_batches=3, learning_rate=0.05,
         filter_metric="reward",
     )
     cfg = cfg.model_copy(
