@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from omni_r1.config import TRACKS
+from omni_r1.config import TRACKS, Config
 
 BASE_STEP = "base"
 PESFT_STEP = "pesft"
@@ -100,3 +100,19 @@ def parse_metrics_name(path: Path | str) -> CheckpointRef:
             except StepError as err:
                 raise StepError(f"{path}: {err}") from err
     raise StepError(f"{path}: no known track in {stem!r} (known: {', '.join(TRACKS)})")
+
+
+def is_configured(ref: CheckpointRef, cfg: Config) -> bool:
+    """Whether the params define ``ref``: a track of ``pesft.datasets``, a step of
+    ``perpo.save_steps`` (``eval.ablation_steps`` for the no-perception run).
+
+    Metrics files are versioned by git, so the files of checkpoints a configuration no longer
+    defines stay behind; the report and promotion leave them out.
+    """
+    if ref.track not in cfg.pesft.datasets:
+        return False
+    if ref.kind == "perpo":
+        return ref.perpo_step in cfg.perpo.save_steps
+    if ref.kind == "no_perception":
+        return ref.perpo_step in cfg.eval.ablation_steps
+    return True

@@ -36,3 +36,19 @@ def test_unknown_names_are_errors(track, step) -> None:
 def test_metrics_name_errors_name_the_file() -> None:
     with pytest.raises(StepError, match="omnibench_other_10"):
         parse_metrics_name("metrics/omnibench_other_10.json")
+
+
+def test_only_checkpoints_the_params_define_are_configured(cfg) -> None:
+    from omni_r1.eval.checkpoints import is_configured
+
+    cfg = cfg.model_copy(update={
+        "perpo": cfg.perpo.model_copy(update={"save_steps": [10, 60]}),
+        "eval": cfg.eval.model_copy(update={"ablation_steps": [60]}),
+    })  # fmt: skip
+    assert is_configured(CheckpointRef("omni_r1", "pesft"), cfg)
+    assert is_configured(CheckpointRef("omni_r1_zero", "60"), cfg)
+    assert is_configured(CheckpointRef("omni_r1_zero", "no_perception_60"), cfg)
+    assert not is_configured(CheckpointRef("omni_r1", "20"), cfg)  # a step no longer saved
+    assert not is_configured(CheckpointRef("omni_r1_zero", "no_perception_10"), cfg)  # saved, not evaluated
+    single = cfg.model_copy(update={"pesft": cfg.pesft.model_copy(update={"datasets": {"omni_r1": "sft_train"}})})
+    assert not is_configured(CheckpointRef("omni_r1_zero", "pesft"), single)

@@ -106,6 +106,9 @@ def test_report_stage_writes_tables_plots_and_projection(eval_cfg, mlflow_tmp, t
     out = report.run(cfg)
     page = out["markdown"].read_text()
     assert "## Table 2" in page and "## Table 4" in page and "Omni-R1-M (step 30)" in page and "+50.0%" in page
+    # no_perception_10's file is left over from another configuration (eval.ablation_steps is [60])
+    assert cfg.eval.ablation_steps == [60] and "w/o PeReward (step 10)" not in page
+    assert "Omni-R1-Zero-T (step 10)" in page
     with (Path(cfg.report.plots_dir) / "accuracy_omni_r1.csv").open() as stream:
         accuracy = list(csv.DictReader(stream))
     assert [(r["step"], float(r["average"])) for r in accuracy] == [("0", 0.10), ("10", 0.12), ("30", 0.15)]
