@@ -28,24 +28,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The paper's shapes (512 px, 1024 codes per image, 4096-token budgets, real-source adapters)
-# with a tiny-width model: every stage for 1-2 steps on CPU, outputs under smoke/.
-SMOKE := --overlay params/paper.yaml --overlay params/smoke-paper.yaml
+# with a tiny-width model: every stage for 1-2 steps on CPU, outputs under smoke/
+# (tests/smoke_paper.py; `make test` runs it too, as tests/test_smoke_paper.py).
 smoke-paper: $(STAMP)
-	rm -rf smoke
-	$(BIN)/python tests/data/upstream_fixtures.py smoke/sources 4
-	$(BIN)/omni-r1 gallery $(SMOKE)
-	$(BIN)/omni-r1 prepare $(SMOKE)
-	$(BIN)/omni-r1 tokenizer $(SMOKE)
-	$(BIN)/omni-r1 base $(SMOKE)
-	$(BIN)/omni-r1 encode $(SMOKE)
-	$(BIN)/omni-r1 bootstrap $(SMOKE)
-	$(BIN)/omni-r1 pesft --track omni_r1 $(SMOKE)
-	$(BIN)/omni-r1 pesft --track omni_r1_zero $(SMOKE)
-	$(BIN)/omni-r1 perpo --track omni_r1 $(SMOKE)
-	$(BIN)/omni-r1 evaluate --track omni_r1 --step 2 $(SMOKE)
-	$(BIN)/omni-r1 evaluate --model smoke/checkpoints/omni_r1/perpo/step_2 --bench smoke/sources/omni-bench $(SMOKE)
-	$(BIN)/omni-r1 report $(SMOKE)
-	$(BIN)/omni-r1 plan $(SMOKE)
+	$(BIN)/python tests/smoke_paper.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

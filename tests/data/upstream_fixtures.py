@@ -210,11 +210,13 @@ def write_source(name: str, folder: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def write_all(root: Path, rows: int) -> dict[str, Path]:
-    """Every source under ``root/<name>/`` (Geometry3K with train and test splits) and the
-    released Omni-Bench parquet under ``root/omni-bench/``; returns the local paths."""
+    """Every source under ``root/<name>/`` (Geometry3K with train and test splits), the
+    released Omni-Bench parquet under ``root/omni-bench/`` and Table 3's POPE and MME under
+    ``root/pope/``, ``root/mme/``; returns the local paths."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
+    from general_bench_fixtures import write_mme, write_pope
     from released_bench_fixtures import released_rows, write_bench
 
     paths = {name: write_source(name, root / name, [layout[0](i) for i in range(rows)]).parent
@@ -222,6 +224,8 @@ def write_all(root: Path, rows: int) -> dict[str, Path]:
     test = write_source("geometry3k", root / "geometry3k_test", [geometry3k_row(i) for i in range(100, 100 + rows)])
     test.replace(paths["geometry3k"] / "test-00000-of-00001.parquet")
     paths["omnibench_release"] = write_bench(root / "omni-bench" / "omni-bench.parquet", released_rows()).parent
+    paths["pope"] = write_pope(root / "pope" / "test-00000-of-00001.parquet").parent
+    paths["mme"] = write_mme(root / "mme" / "test-00000-of-00001.parquet").parent
     return paths
 
 
