@@ -69,7 +69,8 @@ def trajectories(draw):
         question=draw(words),
         choices=tuple(draw(st.lists(words, max_size=4))),
         steps=tuple(draw(st.lists(steps(), max_size=6))),
-        final_answer=draw(words.filter(lambda s: s.strip())),
+        # free text keeps no image slot (render neutralises it), so an answer must hold text besides slots
+        final_answer=draw(words.filter(lambda s: s.replace(IMAGE_SLOT, " ").strip())),
     )
 
 
@@ -92,6 +93,13 @@ def test_render_parse_round_trip(traj: Trajectory) -> None:
     # Free text is normalised to one line; markers in it are neutralised, never parsed.
     assert parsed.final_answer == render_trajectory(traj).split("Final Answer: ")[-1]
     assert parsed.image_count == sum(s.has_image for s in traj.steps)
+
+
+def test_an_answer_of_image_slots_only_renders_empty() -> None:
+    """Render neutralises image slots in free text; an answer of slots alone is left empty and flagged."""
+    traj = Trajectory(question="0", choices=(), steps=(), final_answer=IMAGE_SLOT)
+    parsed = parse_trajectory(render_trajectory(traj))
+    assert [issue.kind for issue in parsed.issues] == [IssueKind.EMPTY_ANSWER] and parsed.final_answer == ""
 
 
 @settings(max_examples=10_000, deadline=None)
