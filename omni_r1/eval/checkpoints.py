@@ -104,11 +104,7 @@ def parse_metrics_name(path: Path | str) -> CheckpointRef:
 
 def is_configured(ref: CheckpointRef, cfg: Config) -> bool:
     """Whether the params define ``ref``: a track of ``pesft.datasets``, a step of
-    ``perpo.save_steps`` (``eval.ablation_steps`` for the no-perception run).
-
-    Metrics files are versioned by git, so the files of checkpoints a configuration no longer
-    defines stay behind; the report and promotion leave them out.
-    """
+    ``perpo.save_steps`` (``eval.ablation_steps`` for the no-perception run)."""
     if ref.track not in cfg.pesft.datasets:
         return False
     if ref.kind == "perpo":

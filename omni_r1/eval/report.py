@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omni_r1.config import TRACKS
+from omni_r1.config import TRACKS, Config
 from omni_r1.data.records import UNI_TASKS
 from omni_r1.eval.checkpoints import (
     BASE_STEP,
     PESFT_STEP,
     CheckpointRef,
+    is_configured,
     parse_metrics_name,
 )
 from omni_r1.eval.evaluate import AVERAGE_KEY
@@ -70,11 +71,18 @@ class Row:
     gain: float | None  # relative gain of the average over the reference row
 
 
-def read_omnibench_metrics(metrics_dir: Path | str) -> dict[CheckpointRef, dict[str, float]]:
-    """Every ``omnibench_<track>_<step>.json`` under ``metrics_dir``, by checkpoint."""
+def read_omnibench_metrics(cfg: Config) -> dict[CheckpointRef, dict[str, float]]:
+    """``omnibench_<track>_<step>.json`` under ``paths.metrics_dir`` of every checkpoint the params
+    define (:func:`omni_r1.eval.checkpoints.is_configured`), by checkpoint.
+
+    Metrics files are versioned by git, so the files of checkpoints a configuration no longer
+    defines stay behind; they are left out.
+    """
     found = {}
-    for path in sorted(Path(metrics_dir).glob("omnibench_*.json")):
-        found[parse_metrics_name(path)] = json.loads(path.read_text(encoding="utf-8"))
+    for path in sorted(Path(cfg.paths.metrics_dir).glob("omnibench_*.json")):
+        ref = parse_metrics_name(path)
+        if is_configured(ref, cfg):
+            found[ref] = json.loads(path.read_text(encoding="utf-8"))
     return found
 
 
@@ -210,12 +218,11 @@ def fidelity_legend(results: Mapping[CheckpointRef, Mapping[str, Any]]) -> str:
 PROTOCOL_KEYS = ("prompt_template", "decoding", "sampling", "temperature", "top_p", "max_new_tokens", "judge")
 
 
-def read_protocols(metrics_dir: Path | str) -> dict[str, dict[str, Any]]:
-    """``<track>_<step>`` → the protocol of its numbers, from ``protocol_<track>_<step>.json``."""
-    return {
-        path.stem.removeprefix("protocol_"): json.loads(path.read_text(encoding="utf-8"))
-        for path in sorted(Path(metrics_dir).glob("protocol_*.json"))
-    }
+def read_protocols(metrics_dir: Path | str, refs: Iterable[CheckpointRef]) -> dict[str, dict[str, Any]]:
+    """``<track>_<step>`` → the protocol of its numbers, from ``protocol_<track>_<step>.json``, for
+    the checkpoints ``refs`` that have one."""
+    paths = {ref.name: Path(metrics_dir) / f"protocol_{ref.name}.json" for ref in sorted(refs, key=lambda ref: ref.name)}
+    return {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items() if path.is_file()}
 
 
 def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> str:

@@ -4,7 +4,7 @@ champion alias only on a main-line win on the same Omni-Bench version.
 What it does:
 
 1. reads the ``<paths.metrics_dir>/omnibench_<track>_<step>.json`` of every configured checkpoint
-   (:func:`omni_r1.eval.checkpoints.is_configured`) and picks the checkpoint
+   (:func:`omni_r1.eval.report.read_omnibench_metrics`) and picks the checkpoint
    with the highest Omni-Bench average (PeSFT-only and PeRPO checkpoints; ablations only
    with ``promote.include_ablations``);
 2. decides the run line (:func:`omni_r1.eval.promote.run_line`): ``main`` without
@@ -40,7 +40,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from omni_r1.config import Config
-from omni_r1.eval.checkpoints import is_configured
 from omni_r1.eval.promote import (
     EXPERIMENT_LINE,
     TAG_AVERAGE,
@@ -134,7 +133,7 @@ def run(cfg: Config, overlays: Sequence[Path] = ()) -> dict[str, Any]:
     """Register the best checkpoint; return the summary written to ``promote.json``."""
     from omni_r1.serving import log_served_model
 
-    results = {ref: m for ref, m in read_omnibench_metrics(cfg.paths.metrics_dir).items() if is_configured(ref, cfg)}
+    results = read_omnibench_metrics(cfg)
     best = best_candidate(results, cfg.promote.include_ablations)
     if best is None:
         raise FileNotFoundError(f"no evaluated checkpoint to promote under {cfg.paths.metrics_dir}")

@@ -45,7 +45,7 @@ import mlflow
 
 from omni_r1.config import Config
 from omni_r1.data.storage import read_records
-from omni_r1.eval.checkpoints import PESFT_STEP, TRACKS, CheckpointRef, is_configured
+from omni_r1.eval.checkpoints import PESFT_STEP, TRACKS, CheckpointRef
 from omni_r1.eval.comparisons import (
     compare_checkpoints,
     comparison_pairs,
@@ -129,8 +129,7 @@ def side_by_side_pages(
 
 def run(cfg: Config) -> dict[str, Any]:
     """Build the report; return the paths it wrote."""
-    results = {ref: metrics for ref, metrics in read_omnibench_metrics(cfg.paths.metrics_dir).items()
-               if is_configured(ref, cfg)}  # fmt: skip
+    results = read_omnibench_metrics(cfg)
     if not results:
         raise FileNotFoundError(f"no omnibench_*.json under {cfg.paths.metrics_dir}; run `omni-r1 evaluate`")
     out_dir = Path(cfg.report.out_dir)
@@ -154,7 +153,7 @@ def run(cfg: Config) -> dict[str, Any]:
             report_markdown(
                 results, str(relative_png), [os.path.relpath(p, page.parent) for p in plots],
                 comparisons_markdown(compared, cfg.intervals), [os.path.relpath(p, page.parent) for p in pages],
-                read_protocols(cfg.paths.metrics_dir), cfg.eval.ablation_steps,
+                read_protocols(cfg.paths.metrics_dir, results), cfg.eval.ablation_steps,
             ),
             encoding="utf-8",
         )  # fmt: skip

@@ -103,12 +103,15 @@ def test_report_stage_writes_tables_plots_and_projection(eval_cfg, mlflow_tmp, t
         for i in range(6)
     ]  # fmt: skip
     write_predictions(rows, Path(cfg.eval.predictions_dir) / "omni_r1_30.parquet")
+    for name in ("omni_r1_30", "omni_r1_zero_no_perception_10"):  # the second: a left-over file
+        (metrics_dir / f"protocol_{name}.json").write_text(json.dumps({"decoding": "interleaved"}))
     out = report.run(cfg)
     page = out["markdown"].read_text()
     assert "## Table 2" in page and "## Table 4" in page and "Omni-R1-M (step 30)" in page and "+50.0%" in page
     # no_perception_10's file is left over from another configuration (eval.ablation_steps is [60])
     assert cfg.eval.ablation_steps == [60] and "w/o PeReward (step 10)" not in page
     assert "Omni-R1-Zero-T (step 10)" in page
+    assert "| omni_r1_30 |" in page and "omni_r1_zero_no_perception_10 |" not in page  # protocol table
     with (Path(cfg.report.plots_dir) / "accuracy_omni_r1.csv").open() as stream:
         accuracy = list(csv.DictReader(stream))
     assert [(r["step"], float(r["average"])) for r in accuracy] == [("0", 0.10), ("10", 0.12), ("30", 0.15)]
